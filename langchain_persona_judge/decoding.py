@@ -1,0 +1,490 @@
+"""Persona-judge decoding over transformers causal LMs.
+
+A *draft* role (one model + its persona-conditioned context) proposes a window of
+``gamma`` tokens; a *judge* role (a model + its own context) scores the whole window
+in one forward pass; the window is verified token by token against the target ``m``
+(``sampling.target_distribution``), so emitted tokens follow ``m`` exactly.
+
+The pieces, one step each:
+    ``RoleModel.next_token_logits``  prefill / decode with a KV cache, rolled back on demand
+    ``propose``                      the draft's autoregressive window
+    ``score``                        the judge's single pass over the window
+    ``verify``                       accept / reject / resample
+    ``speculative_window``           propose + score + verify + bonus token
+    ``stream_persona_judge``         the loop: windows until EOS, a stop, or the budget
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from langchain_persona_judge.sampling import (
+    TARGETS,
+    Target,
+    acceptance_probability,
+    logits_to_probs,
+    research_residual,
+    residual_distribution,
+    sample,
+    target_distribution,
+    uniforms,
+)
+
+StopCriterion = Callable[[list[int]], bool]
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """Validated decoding settings shared by every step of one decode."""
+
+    max_new_tokens: int = 128
+    gamma: int = 4
+    judge_weight: float = 0.5
+    target: Target = "mixture"
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    eos_token_ids: frozenset[int] = frozenset()
+    reproduce_research_code: bool = False
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+            f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}",
+        )
+        _check(
+            isinstance(self.gamma, int) and self.gamma >= 1,
+            f"gamma (the draft window) must be an integer >= 1, got {self.gamma!r}",
+        )
+        _check(
+            0.0 <= self.judge_weight <= 1.0,
+            f"judge_weight must be in [0, 1] (1 = judge only, 0 = draft only), "
+            f"got {self.judge_weight!r}",
+        )
+        _check(self.target in TARGETS, f"target must be one of {TARGETS}, got {self.target!r}")
+        _check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature!r}")
+        _check(
+            self.top_k is None or (isinstance(self.top_k, int) and self.top_k >= 1),
+            f"top_k must be None or an integer >= 1, got {self.top_k!r}",
+        )
+        _check(
+            self.top_p is None or 0.0 < self.top_p <= 1.0,
+            f"top_p must be None or in (0, 1], got {self.top_p!r}",
+        )
+        _check(
+            not self.reproduce_research_code
+            or (self.judge_weight == 0.5 and self.target == "mixture"),
+            "reproduce_research_code follows the released code, whose blend is fixed: "
+            "leave judge_weight=0.5 and target='mixture' (or turn the reproduction off)",
+        )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The same temperature / top-k / top-p processing for both roles."""
+        return logits_to_probs(logits, self.temperature, self.top_k, self.top_p)
+
+    def target_probs(self, judge_probs: torch.Tensor, draft_probs: torch.Tensor) -> torch.Tensor:
+        if self.reproduce_research_code:
+            return judge_probs  # the released code tests against the judge alone
+        return target_distribution(judge_probs, draft_probs, self.judge_weight, self.target)
+
+    def residual(
+        self, target_probs: torch.Tensor, judge_probs: torch.Tensor, draft_probs: torch.Tensor
+    ) -> torch.Tensor:
+        if self.reproduce_research_code:
+            return research_residual(judge_probs, draft_probs)
+        return residual_distribution(target_probs, draft_probs)
+
+    @property
+    def bonus_needs_draft(self) -> bool:
+        """Whether the bonus token's target depends on the draft distribution."""
+        return not self.reproduce_research_code and self.judge_weight < 1.0
+
+
+@dataclass
+class DecodeStats:
+    """What one decode did. ``emitted == accepted + rejected + bonus``."""
+
+    drafted: int = 0  # tokens the draft proposed
+    accepted: int = 0  # drafted tokens the judge accepted and that were emitted
+    rejected: int = 0  # drafted tokens rejected (each replaced by a residual sample)
+    bonus: int = 0  # tokens sampled after a fully accepted window
+    windows: int = 0
+    draft_forward_passes: int = 0
+    judge_forward_passes: int = 0
+    emitted: int = 0  # tokens generated, including a terminating EOS
+    finish_reason: FinishReason = "length"
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted share of the drafted tokens that were tested (0 when none were)."""
+        tested = self.accepted + self.rejected
+        return self.accepted / tested if tested else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"acceptance_rate": self.acceptance_rate}
+
+
+@dataclass
+class DecodeResult:
+    token_ids: list[int]  # new tokens; a terminating EOS is not included
+    stats: DecodeStats
+
+
+@dataclass
+class RoleModel:
+    """One role: a model, its own persona-conditioned context, and its own KV cache.
+
+    Draft and judge contexts differ in length, so each role keeps its own cache and
+    positions; the same model object may back both roles (one copy of the weights).
+    """
+
+    model: PreTrainedModel
+    context: list[int]
+    use_cache: bool = True
+    cache: DynamicCache | None = None
+    cached_ids: list[int] = field(default_factory=list)  # tokens the cache holds
+
+    def next_token_logits(self, generated: list[int], extra: Sequence[int] = ()) -> torch.Tensor:
+        """Logits ``[len(extra) + 1, vocab]``: the prediction after ``context + generated``
+        and after each token of ``extra``.
+
+        Only tokens the cache does not already hold are run; a cache that went past
+        the shared prefix (tokens the judge rejected) is cropped first.
+        """
+        sequence = self.context + generated + list(extra)
+        last_known = len(self.context) + len(generated) - 1  # must be fed to get its logits
+        reuse = min(_common_prefix_length(self.cached_ids, sequence), last_known)
+        if not self.use_cache:
+            reuse = 0
+        elif self.cache is None:
+            self.cache = DynamicCache(config=self.model.config)
+        elif reuse < len(self.cached_ids):
+            # transformers 5 takes a negative count of trailing tokens to drop.
+            self.cache.crop(reuse - len(self.cached_ids))
+        device = self.model.device
+        output = self.model(
+            input_ids=torch.tensor([sequence[reuse:]], device=device),
+            cache=self.cache,
+            use_cache=self.use_cache,
+            logits_to_keep=len(extra) + 1,
+        )
+        if self.use_cache:
+            self.cached_ids = sequence
+        return output.logits[0, -(len(extra) + 1) :]
+
+
+@dataclass
+class Proposal:
+    tokens: list[int]
+    draft_probs: torch.Tensor  # [len(tokens), vocab]: q at each proposed position
+
+
+@dataclass
+class Verdict:
+    accepted: int  # how many proposed tokens were accepted, left to right
+    replacement: int | None  # the residual sample at the first rejection, if any
+
+
+@dataclass
+class Window:
+    tokens: list[int]  # accepted proposals, then the replacement or bonus token
+    accepted: int
+    rejected: bool
+
+
+def propose(
+    draft: RoleModel,
+    generated: list[int],
+    gamma: int,
+    settings: DecodeSettings,
+    generator: torch.Generator | None,
+) -> Proposal:
+    """The draft samples ``gamma`` tokens autoregressively (greedy: its argmax)."""
+    tokens: list[int] = []
+    rows: list[torch.Tensor] = []
+    for _ in range(gamma):
+        probs = settings.probs(draft.next_token_logits(generated + tokens)[-1])
+        token = int(probs.argmax()) if settings.greedy else sample(probs, generator)
+        tokens.append(token)
+        rows.append(probs)
+    vocab = _vocab_size(draft.model)
+    return Proposal(tokens, torch.stack(rows) if rows else torch.empty(0, vocab))
+
+
+def score(
+    judge: RoleModel, generated: list[int], proposal: Proposal, settings: DecodeSettings
+) -> torch.Tensor:
+    """One judge pass: ``p`` at each proposed position plus the next one, ``[gamma+1, V]``."""
+    return settings.probs(judge.next_token_logits(generated, proposal.tokens))
+
+
+def verify(
+    proposal: Proposal,
+    judge_probs: torch.Tensor,
+    settings: DecodeSettings,
+    generator: torch.Generator | None,
+) -> Verdict:
+    """Accept proposals left to right while ``u < min(1, m(x)/q(x))``; resample the first
+    rejected position from the residual. Greedy accepts while ``x == argmax m``."""
+    gamma = len(proposal.tokens)
+    judge_probs = judge_probs[:gamma].to(proposal.draft_probs.device)
+    targets = settings.target_probs(judge_probs, proposal.draft_probs)
+    tokens = torch.tensor(proposal.tokens, device=targets.device)
+    if settings.greedy:
+        best = targets.argmax(dim=-1)
+        for i in range(gamma):
+            if tokens[i] != best[i]:
+                return Verdict(i, int(best[i]))
+        return Verdict(gamma, None)
+    accept_probs = acceptance_probability(targets, proposal.draft_probs, tokens).cpu()
+    draws = uniforms(gamma, generator)
+    for i in range(gamma):
+        if draws[i] >= accept_probs[i]:
+            residual = settings.residual(targets[i], judge_probs[i], proposal.draft_probs[i])
+            return Verdict(i, sample(residual, generator))
+    return Verdict(gamma, None)
+
+
+def speculative_window(
+    draft: RoleModel,
+    judge: RoleModel,
+    generated: list[int],
+    gamma: int,
+    settings: DecodeSettings,
+    generator: torch.Generator | None,
+    stats: DecodeStats,
+) -> Window:
+    """Propose, score and verify one window; emits between 1 and ``gamma + 1`` tokens."""
+    proposal = propose(draft, generated, gamma, settings, generator)
+    judge_probs = score(judge, generated, proposal, settings)
+    stats.draft_forward_passes += gamma
+    stats.judge_forward_passes += 1
+    verdict = verify(proposal, judge_probs, settings, generator)
+    accepted = proposal.tokens[: verdict.accepted]
+    if verdict.replacement is not None:
+        return Window([*accepted, verdict.replacement], verdict.accepted, rejected=True)
+
+    judge_next = judge_probs[gamma]
+    if settings.bonus_needs_draft:
+        # The bonus position's target blends in q, which the draft has not computed yet.
+        draft_next = settings.probs(draft.next_token_logits(generated + accepted)[-1])
+        stats.draft_forward_passes += 1
+        bonus_target = settings.target_probs(judge_next, draft_next.to(judge_next.device))
+    else:
+        bonus_target = judge_next
+    bonus = int(bonus_target.argmax()) if settings.greedy else sample(bonus_target, generator)
+    return Window([*accepted, bonus], verdict.accepted, rejected=False)
+
+
+def stream_persona_judge(
+    draft_model: PreTrainedModel,
+    draft_input_ids: torch.Tensor | Sequence[int],
+    judge_model: PreTrainedModel,
+    judge_input_ids: torch.Tensor | Sequence[int],
+    *,
+    max_new_tokens: int = 128,
+    gamma: int = 4,
+    judge_weight: float = 0.5,
+    target: Target = "mixture",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | Iterable[int] | None = None,
+    generator: torch.Generator | None = None,
+    stop_when: StopCriterion | None = None,
+    reproduce_research_code: bool = False,
+    use_cache: bool = True,
+) -> Generator[int, None, DecodeStats]:
+    """Persona-judge decoding, yielding each new token id as soon as it is final.
+
+    The generator's return value (``stats = yield from ...``) is the ``DecodeStats``.
+    Settings are validated before the first token, so bad input fails fast here.
+    See ``persona_judge_decode`` for the arguments.
+    """
+    eos_ids = _eos_ids(eos_token_id)
+    settings = DecodeSettings(
+        max_new_tokens=max_new_tokens,
+        gamma=gamma,
+        judge_weight=judge_weight,
+        target=target,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        eos_token_ids=eos_ids,
+        reproduce_research_code=reproduce_research_code,
+    )
+    draft = RoleModel(draft_model, _as_token_list(draft_input_ids, "draft_input_ids"), use_cache)
+    judge = RoleModel(judge_model, _as_token_list(judge_input_ids, "judge_input_ids"), use_cache)
+    _check_compatible(draft_model, judge_model, eos_ids)
+    return _decode(draft, judge, settings, generator, stop_when)
+
+
+def persona_judge_decode(
+    draft_model: PreTrainedModel,
+    draft_input_ids: torch.Tensor | Sequence[int],
+    judge_model: PreTrainedModel,
+    judge_input_ids: torch.Tensor | Sequence[int],
+    *,
+    max_new_tokens: int = 128,
+    gamma: int = 4,
+    judge_weight: float = 0.5,
+    target: Target = "mixture",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | Iterable[int] | None = None,
+    generator: torch.Generator | None = None,
+    stop_when: StopCriterion | None = None,
+    reproduce_research_code: bool = False,
+    use_cache: bool = True,
+) -> DecodeResult:
+    """Generate with Persona-judge decoding; return the new token ids and statistics.
+
+    Args:
+        draft_model, draft_input_ids: the proposing role: a causal LM and its context
+            (the prompt rendered with the draft persona). 1-D ids or shape ``[1, L]``.
+        judge_model, judge_input_ids: the verifying role. May be the same model object.
+        max_new_tokens: hard cap on generated tokens (a terminating EOS counts).
+        gamma: tokens the draft proposes per window.
+        judge_weight: ``w`` in [0, 1]; 1 = lossless sampling of the judge, 0 = draft only.
+        target: ``"mixture"`` (``w p + (1-w) q``) or ``"geometric"`` (``∝ p^w q^(1-w)``).
+        temperature, top_k, top_p: applied identically to both roles' distributions;
+            temperature 0 is greedy (``argmax m`` at each position).
+        eos_token_id: token id(s) that end generation; not included in the output.
+        generator: a ``torch.Generator`` for reproducible sampling.
+        stop_when: called with all emitted ids after each token; ``True`` stops.
+        reproduce_research_code: behave like the released research code (judge-only
+            test, sign-chosen residual, draft/judge roles swapped once after the first
+            window, EOS ignored) for comparisons; not exact for any target.
+        use_cache: ``False`` re-runs whole sequences each step (a slow reference).
+    """
+    stream = stream_persona_judge(
+        draft_model,
+        draft_input_ids,
+        judge_model,
+        judge_input_ids,
+        max_new_tokens=max_new_tokens,
+        gamma=gamma,
+        judge_weight=judge_weight,
+        target=target,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        eos_token_id=eos_token_id,
+        generator=generator,
+        stop_when=stop_when,
+        reproduce_research_code=reproduce_research_code,
+        use_cache=use_cache,
+    )
+    token_ids: list[int] = []
+    while True:
+        try:
+            token_ids.append(next(stream))
+        except StopIteration as finished:
+            return DecodeResult(token_ids, finished.value)
+
+
+@torch.inference_mode()
+def _decode(
+    draft: RoleModel,
+    judge: RoleModel,
+    settings: DecodeSettings,
+    generator: torch.Generator | None,
+    stop_when: StopCriterion | None,
+) -> Generator[int, None, DecodeStats]:
+    stats = DecodeStats()
+    generated: list[int] = []
+    stop_on_eos = not settings.reproduce_research_code  # the released code ignores EOS
+    while stats.emitted < settings.max_new_tokens:
+        # A window emits up to gamma + 1 tokens: shrink it to fit the budget.
+        gamma = min(settings.gamma, settings.max_new_tokens - stats.emitted - 1)
+        window = speculative_window(draft, judge, generated, gamma, settings, generator, stats)
+        stats.windows += 1
+        stats.drafted += gamma
+        for index, token in enumerate(window.tokens):
+            stats.emitted += 1
+            if index < window.accepted:
+                stats.accepted += 1
+            elif window.rejected:
+                stats.rejected += 1
+            else:
+                stats.bonus += 1
+            if stop_on_eos and token in settings.eos_token_ids:
+                stats.finish_reason = "stop"
+                return stats
+            generated.append(token)
+            yield token
+            if stop_when is not None and stop_when(generated):
+                stats.finish_reason = "stop"
+                return stats
+        if settings.reproduce_research_code and stats.windows == 1:
+            draft, judge = judge, draft  # swap once, never back
+    return stats
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _as_token_list(input_ids: torch.Tensor | Sequence[int], name: str) -> list[int]:
+    if isinstance(input_ids, torch.Tensor):
+        _check(
+            input_ids.dim() == 1 or (input_ids.dim() == 2 and input_ids.shape[0] == 1),
+            f"{name} must be 1-D or of shape [1, length] (one sequence), "
+            f"got shape {tuple(input_ids.shape)}",
+        )
+        ids = [int(i) for i in input_ids.reshape(-1).tolist()]
+    else:
+        ids = [int(i) for i in input_ids]
+    _check(len(ids) > 0, f"{name} is empty: give at least one context token (e.g. a BOS)")
+    return ids
+
+
+def _eos_ids(eos_token_id: int | Iterable[int] | None) -> frozenset[int]:
+    if eos_token_id is None:
+        return frozenset()
+    if isinstance(eos_token_id, int):
+        return frozenset({eos_token_id})
+    return frozenset(int(i) for i in eos_token_id)
+
+
+def _vocab_size(model: PreTrainedModel) -> int:
+    output_embeddings = model.get_output_embeddings()
+    if isinstance(output_embeddings, torch.nn.Linear):
+        return output_embeddings.out_features
+    return int(model.config.get_text_config().vocab_size)
+
+
+def _check_compatible(
+    draft_model: PreTrainedModel, judge_model: PreTrainedModel, eos_ids: frozenset[int]
+) -> None:
+    draft_vocab, judge_vocab = _vocab_size(draft_model), _vocab_size(judge_model)
+    _check(
+        draft_vocab == judge_vocab,
+        f"draft and judge vocabularies differ ({draft_vocab} vs {judge_vocab} tokens): "
+        "use a draft model that shares the judge's tokenizer",
+    )
+    bad_eos = sorted(i for i in eos_ids if not 0 <= i < judge_vocab)
+    _check(not bad_eos, f"eos_token_id {bad_eos} outside the vocabulary [0, {judge_vocab})")
+
+
+def _common_prefix_length(a: list[int], b: list[int]) -> int:
+    if b[: len(a)] == a:
+        return len(a)
+    length = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        length += 1
+    return length

@@ -1,0 +1,112 @@
+"""The math of Persona-judge decoding, on probability tensors only (torch, no models).
+
+Notation follows ``docs/method.md``: ``q`` is the draft role's next-token
+distribution, ``p`` the judge role's, and ``m`` the target that emitted tokens
+follow exactly. Every function here works on rows of shape ``[..., vocab]``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Target = Literal["mixture", "geometric"]
+TARGETS: tuple[Target, ...] = ("mixture", "geometric")
+
+
+def logits_to_probs(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """Turn logits into probabilities with temperature, top-k and top-p, in that order.
+
+    Temperature 0 (greedy) is treated as 1 here: greedy decoding takes the argmax of
+    the blended target, which needs real distributions from both roles, not one-hots.
+    """
+    logits = logits.float()
+    if temperature > 0:
+        logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        sorted_probs = sorted_logits.softmax(dim=-1)
+        # Drop a token once the mass strictly before it already reaches top_p, so the
+        # kept set is the smallest prefix with mass >= top_p (never empty).
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+        drop_sorted = mass_before >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits.softmax(dim=-1)
+
+
+def target_distribution(
+    judge_probs: torch.Tensor, draft_probs: torch.Tensor, judge_weight: float, target: Target
+) -> torch.Tensor:
+    """The target ``m`` that emitted tokens follow.
+
+    ``mixture``: ``m = w p + (1 - w) q``. ``geometric``: ``m ∝ p^w q^(1-w)``, a product
+    of experts. Where the two supports do not overlap (possible after top-k/top-p),
+    the geometric target is undefined and that row falls back to the mixture.
+    """
+    mixture = judge_weight * judge_probs + (1.0 - judge_weight) * draft_probs
+    if target == "mixture":
+        return mixture
+    # torch defines 0**0 == 1, so w = 1 gives p and w = 0 gives q exactly.
+    product = judge_probs.pow(judge_weight) * draft_probs.pow(1.0 - judge_weight)
+    mass = product.sum(dim=-1, keepdim=True)
+    return torch.where(mass > 0, product / mass.clamp_min(1e-30), mixture)
+
+
+def residual_distribution(target_probs: torch.Tensor, draft_probs: torch.Tensor) -> torch.Tensor:
+    """``normalize(max(m - q, 0))``: what to sample after the judge rejects a draft token.
+
+    If ``m == q`` (no mass left) a rejection has probability zero; we return ``m`` so
+    that rounding noise can never produce an all-zero distribution.
+    """
+    return _normalized_positive_part(target_probs - draft_probs, fallback=target_probs)
+
+
+def research_residual(judge_probs: torch.Tensor, draft_probs: torch.Tensor) -> torch.Tensor:
+    """The released research code's residual: the sign of ``sum(p - q)`` picks the side.
+
+    Both inputs are normalized, so the sum is zero up to rounding and the branch is
+    decided by floating-point noise; with ``max(q - p, 0)`` the token follows ``q``.
+    """
+    difference = judge_probs - draft_probs
+    if difference.sum() <= 0:
+        return _normalized_positive_part(-difference, fallback=draft_probs)
+    return _normalized_positive_part(difference, fallback=judge_probs)
+
+
+def _normalized_positive_part(values: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    positive = values.clamp_min(0.0)
+    mass = positive.sum(dim=-1, keepdim=True)
+    return torch.where(mass > 0, positive / mass.clamp_min(1e-30), fallback)
+
+
+def acceptance_probability(
+    target_probs: torch.Tensor, draft_probs: torch.Tensor, tokens: torch.Tensor
+) -> torch.Tensor:
+    """``min(1, m(x) / q(x))`` for each drafted token ``x`` (one per row)."""
+    index = tokens.unsqueeze(-1)
+    target_mass = target_probs.gather(-1, index).squeeze(-1)
+    draft_mass = draft_probs.gather(-1, index).squeeze(-1)
+    return (target_mass / draft_mass).clamp(max=1.0)
+
+
+def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> int:
+    """Draw one token id from a 1-D distribution (on the generator's device if given)."""
+    if generator is not None:
+        probs = probs.to(generator.device)
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def uniforms(count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``count`` draws from U[0, 1) for the accept/reject tests, on the CPU."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(count, generator=generator, device=device).cpu()

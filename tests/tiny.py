@@ -7,6 +7,8 @@ parameters, so every test runs in milliseconds on a CPU.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -22,9 +24,9 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """Byte-level tokenizer: ids 0-2 are the specials, then one id per byte."""
-    byte_vocab = {ch: i + len(SPECIAL_TOKENS) for i, ch in enumerate(
-        pre_tokenizers.ByteLevel.alphabet()
-    )}
+    byte_vocab = {
+        ch: i + len(SPECIAL_TOKENS) for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet())
+    }
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)} | byte_vocab
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -62,3 +64,47 @@ def tiny_llama(
     with torch.no_grad():
         model.lm_head.weight.mul_(logit_scale)
     return model
+
+
+class BigramLM(torch.nn.Module):
+    """A first-order Markov "language model" with a fixed logit table.
+
+    It speaks the slice of the transformers interface the decoder uses (``forward``
+    with ``cache``/``use_cache``/``logits_to_keep``, ``config``, ``device``), ignores
+    the cache, and makes the exact distribution of any decode computable in closed
+    form: the next token depends only on the previous one.
+    """
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        vocab_size = logits.shape[0]
+        self.table = torch.nn.Parameter(logits.double(), requires_grad=False)
+        self.config = LlamaConfig(
+            vocab_size=vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=1
+        )
+        self.calls: list[int] = []  # number of tokens fed, per forward call
+
+    @property
+    def device(self) -> torch.device:
+        return self.table.device
+
+    def get_output_embeddings(self) -> None:
+        return None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: object = None,
+        use_cache: bool = True,
+        logits_to_keep: int = 0,
+    ) -> SimpleNamespace:
+        self.calls.append(input_ids.shape[1])
+        logits = self.table[input_ids]
+        if logits_to_keep:
+            logits = logits[:, -logits_to_keep:]
+        return SimpleNamespace(logits=logits)
+
+
+def random_bigram(vocab_size: int, seed: int, sharpness: float = 2.0) -> BigramLM:
+    generator = torch.Generator().manual_seed(seed)
+    return BigramLM(sharpness * torch.randn(vocab_size, vocab_size, generator=generator))

@@ -1,0 +1,414 @@
+"""Persona-judge decoding on tiny models, checked against closed forms and references.
+
+``BigramLM`` makes the exact output distribution computable: the target at every step
+depends only on the previous token, so the marginals of emitted tokens follow a Markov
+chain whose transition matrix is the blended target. Sampling tests compare empirical
+frequencies with it using a total-variation bound; each also checks that the plain
+judge and plain draft distributions lie far outside that bound, so the test can fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import torch
+
+from langchain_persona_judge.decoding import DecodeStats, persona_judge_decode
+from langchain_persona_judge.sampling import Target, logits_to_probs, target_distribution
+from tests.tiny import BigramLM, random_bigram, tiny_llama
+
+VOCAB = 6
+DRAFT_CONTEXT = [1, 4, 0]  # last token 0 conditions the draft's first step
+JUDGE_CONTEXT = [3]  # a different length and last token for the judge
+
+
+def exact_marginals(
+    draft: BigramLM, judge: BigramLM, steps: int, weight: float, target: Target, **processing: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position marginals ``[steps, V]`` and the joint of positions 0 and 1."""
+    q_rows = logits_to_probs(draft.table, **processing).double()
+    p_rows = logits_to_probs(judge.table, **processing).double()
+    transition = target_distribution(p_rows, q_rows, weight, target)
+    first = target_distribution(
+        p_rows[JUDGE_CONTEXT[-1]], q_rows[DRAFT_CONTEXT[-1]], weight, target
+    )
+    marginals = [first]
+    for _ in range(steps - 1):
+        marginals.append(marginals[-1] @ transition)
+    return torch.stack(marginals), first.unsqueeze(1) * transition
+
+
+def empirical(samples: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    steps = len(samples[0])
+    marginals = torch.zeros(steps, VOCAB, dtype=torch.float64)
+    pairs = torch.zeros(VOCAB, VOCAB, dtype=torch.float64)
+    for tokens in samples:
+        for position, token in enumerate(tokens):
+            marginals[position, token] += 1
+        pairs[tokens[0], tokens[1]] += 1
+    return marginals / len(samples), pairs / len(samples)
+
+
+def total_variation(a: torch.Tensor, b: torch.Tensor) -> float:
+    return 0.5 * float((a - b).abs().sum())
+
+
+SAMPLING_CASES = [
+    dict(gamma=1, judge_weight=0.5, target="mixture", temperature=1.0),
+    dict(gamma=3, judge_weight=0.5, target="mixture", temperature=1.0),
+    dict(gamma=4, judge_weight=0.3, target="geometric", temperature=0.8, top_k=4),
+    dict(gamma=2, judge_weight=0.8, target="mixture", temperature=1.3, top_p=0.8),
+    dict(gamma=3, judge_weight=1.0, target="mixture", temperature=1.0),
+]
+
+
+@pytest.mark.parametrize("case", SAMPLING_CASES, ids=lambda c: "-".join(map(str, c.values())))
+def test_emitted_tokens_follow_the_target_exactly(case: dict[str, Any]) -> None:
+    draft, judge = random_bigram(VOCAB, seed=1), random_bigram(VOCAB, seed=2)
+    steps, draws = 5, 4000
+    generator = torch.Generator().manual_seed(1234)
+    samples = [
+        persona_judge_decode(
+            draft,
+            DRAFT_CONTEXT,
+            judge,
+            JUDGE_CONTEXT,
+            max_new_tokens=steps,
+            generator=generator,
+            **case,
+        ).token_ids
+        for _ in range(draws)
+    ]
+    processing = {k: case[k] for k in ("temperature", "top_k", "top_p") if k in case}
+    want_marginals, want_pairs = exact_marginals(
+        draft, judge, steps, case["judge_weight"], case["target"], **processing
+    )
+    got_marginals, got_pairs = empirical(samples)
+    # E[TV] <= 0.5 * sqrt(cells / draws): 0.019 for 6 cells, 0.047 for 36 cells.
+    for position in range(steps):
+        assert total_variation(got_marginals[position], want_marginals[position]) < 0.05
+    assert total_variation(got_pairs, want_pairs) < 0.08
+    # The bound discriminates: a decoder that sampled one role alone would fail it.
+    if 0 < case["judge_weight"] < 1:
+        judge_only, _ = exact_marginals(draft, judge, steps, 1.0, "mixture", **processing)
+        draft_only, _ = exact_marginals(draft, judge, steps, 0.0, "mixture", **processing)
+        assert total_variation(judge_only[0], want_marginals[0]) > 0.1
+        assert total_variation(draft_only[0], want_marginals[0]) > 0.1
+
+
+@pytest.mark.parametrize("weight", [0.25, 0.5, 1.0])
+def test_acceptance_rate_equals_overlap_of_target_and_draft(weight: float) -> None:
+    draft, judge = random_bigram(VOCAB, seed=3), random_bigram(VOCAB, seed=4)
+    generator = torch.Generator().manual_seed(7)
+    draws = 4000
+    # One token of budget beyond a 1-token window: `accepted` is the first test's outcome.
+    accepted = sum(
+        persona_judge_decode(
+            draft,
+            DRAFT_CONTEXT,
+            judge,
+            JUDGE_CONTEXT,
+            max_new_tokens=2,
+            gamma=1,
+            judge_weight=weight,
+            generator=generator,
+        ).stats.accepted
+        for _ in range(draws)
+    )
+    q = logits_to_probs(draft.table[DRAFT_CONTEXT[-1]]).double()
+    p = logits_to_probs(judge.table[JUDGE_CONTEXT[-1]]).double()
+    overlap = float(torch.minimum(target_distribution(p, q, weight, "mixture"), q).sum())
+    sigma = (overlap * (1 - overlap) / draws) ** 0.5
+    assert abs(accepted / draws - overlap) < 4.5 * sigma + 1e-9
+
+
+def greedy_reference(
+    draft: torch.nn.Module,
+    draft_ids: list[int],
+    judge: torch.nn.Module,
+    judge_ids: list[int],
+    steps: int,
+    weight: float,
+    target: Target,
+) -> list[int]:
+    """Step-by-step argmax of m, recomputing both roles over the full sequence."""
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(steps):
+            q = draft(torch.tensor([draft_ids + out])).logits[0, -1].softmax(-1)
+            p = judge(torch.tensor([judge_ids + out])).logits[0, -1].softmax(-1)
+            out.append(int(target_distribution(p, q, weight, target).argmax()))
+    return out
+
+
+@pytest.mark.parametrize("gamma", [1, 3, 6])
+@pytest.mark.parametrize(
+    ("weight", "target"), [(0.5, "mixture"), (0.7, "geometric"), (1.0, "mixture")]
+)
+def test_greedy_equals_stepwise_argmax_of_target(gamma: int, weight: float, target: Target) -> None:
+    draft = tiny_llama(32, seed=5, logit_scale=8.0).double()
+    judge = tiny_llama(32, seed=6, logit_scale=8.0).double()
+    draft_ids, judge_ids = [1, 9, 17, 4, 22, 8, 30, 3], [1, 12]
+    want = greedy_reference(draft, draft_ids, judge, judge_ids, 20, weight, target)
+    got = persona_judge_decode(
+        draft,
+        draft_ids,
+        judge,
+        judge_ids,
+        max_new_tokens=20,
+        gamma=gamma,
+        judge_weight=weight,
+        target=target,
+        temperature=0,
+    )
+    assert got.token_ids == want
+
+
+def test_greedy_with_one_model_in_both_roles() -> None:
+    model = tiny_llama(32, seed=8, logit_scale=8.0).double()
+    draft_ids, judge_ids = [1, 5, 6, 7, 8], [1, 20, 21]
+    want = greedy_reference(model, draft_ids, model, judge_ids, 16, 0.5, "mixture")
+    got = persona_judge_decode(model, draft_ids, model, judge_ids, max_new_tokens=16, temperature=0)
+    assert got.token_ids == want
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cached_decoding_matches_uncached_reference(seed: int) -> None:
+    draft = tiny_llama(32, seed=10, logit_scale=3.0).double()
+    judge = tiny_llama(32, seed=11, logit_scale=3.0).double()
+    results = [
+        persona_judge_decode(
+            draft,
+            [1, 2, 3, 4, 5, 6, 7],
+            judge,
+            [1, 30],
+            max_new_tokens=40,
+            gamma=3,
+            temperature=0.9,
+            top_k=20,
+            generator=torch.Generator().manual_seed(seed),
+            use_cache=use_cache,
+        )
+        for use_cache in (True, False)
+    ]
+    cached, uncached = results
+    assert cached.stats.rejected > 0  # rollbacks actually happened
+    assert cached.token_ids == uncached.token_ids
+    assert cached.stats == uncached.stats
+
+
+def chain_model(path: list[int], vocab: int = VOCAB) -> BigramLM:
+    """A near-deterministic bigram that walks `path` (each token -> the next one)."""
+    logits = torch.full((vocab, vocab), -20.0)
+    for a, b in itertools.pairwise(path):
+        logits[a, b] = 20.0
+    return BigramLM(logits)
+
+
+def check_accounting(stats: DecodeStats, emitted_ids: list[int], ended_by_eos: bool) -> None:
+    assert stats.emitted == len(emitted_ids) + int(ended_by_eos)
+    assert stats.accepted + stats.rejected + stats.bonus == stats.emitted
+
+
+def test_eos_inside_an_accepted_window_ends_the_output() -> None:
+    model = chain_model([0, 3, 4, 2, 5, 1])  # 2 is EOS, and the chain goes on after it
+    result = persona_judge_decode(
+        model, [0], model, [0], max_new_tokens=20, gamma=6, temperature=0, eos_token_id=2
+    )
+    assert result.token_ids == [3, 4]
+    assert result.stats.finish_reason == "stop"
+    assert result.stats.windows == 1  # the EOS was inside the first window
+    check_accounting(result.stats, result.token_ids, ended_by_eos=True)
+
+
+def test_eos_given_as_a_list() -> None:
+    model = chain_model([0, 3, 4, 5, 1])
+    result = persona_judge_decode(
+        model, [0], model, [0], max_new_tokens=20, gamma=2, temperature=0, eos_token_id=[2, 5]
+    )
+    assert result.token_ids == [3, 4]
+
+
+def test_stop_criterion_inside_an_accepted_window() -> None:
+    model = chain_model([0, 3, 4, 1, 5])
+    seen: list[list[int]] = []
+
+    def stop_after_four(ids: list[int]) -> bool:
+        seen.append(list(ids))
+        return ids[-1] == 4
+
+    result = persona_judge_decode(
+        model, [0], model, [0], max_new_tokens=20, gamma=5, temperature=0, stop_when=stop_after_four
+    )
+    assert result.token_ids == [3, 4]
+    assert seen == [[3], [3, 4]]
+    assert result.stats.finish_reason == "stop"
+    check_accounting(result.stats, result.token_ids, ended_by_eos=False)
+
+
+@pytest.mark.parametrize("budget", range(1, 8))
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_budget_is_never_exceeded_even_below_the_window(budget: int, temperature: float) -> None:
+    draft, judge = random_bigram(VOCAB, seed=12), random_bigram(VOCAB, seed=13)
+    result = persona_judge_decode(
+        draft,
+        [0],
+        judge,
+        [1],
+        max_new_tokens=budget,
+        gamma=4,
+        temperature=temperature,
+        generator=torch.Generator().manual_seed(budget),
+    )
+    assert len(result.token_ids) == budget
+    assert result.stats.finish_reason == "length"
+    check_accounting(result.stats, result.token_ids, ended_by_eos=False)
+
+
+def test_budget_of_one_runs_no_draft_window() -> None:
+    draft, judge = random_bigram(VOCAB, seed=12), random_bigram(VOCAB, seed=13)
+    result = persona_judge_decode(draft, [0], judge, [1], max_new_tokens=1, gamma=4)
+    assert result.stats.drafted == 0
+    assert (
+        result.stats.bonus,
+        result.stats.draft_forward_passes,
+        result.stats.judge_forward_passes,
+    ) == (1, 1, 1)
+
+
+def test_contexts_of_different_lengths_keep_their_own_positions() -> None:
+    model = tiny_llama(32, seed=14, logit_scale=8.0).double()
+    short, long = [1, 7], [1, *range(3, 30)]
+    want = greedy_reference(model, long, model, short, 12, 0.8, "mixture")
+    got = persona_judge_decode(
+        model, long, model, short, max_new_tokens=12, gamma=4, temperature=0, judge_weight=0.8
+    )
+    assert got.token_ids == want
+    # Swapping the contexts changes the answer: each role really sees its own context.
+    swapped = greedy_reference(model, short, model, long, 12, 0.8, "mixture")
+    assert swapped != want
+
+
+def test_research_mode_swaps_roles_once_and_never_back() -> None:
+    first, second = random_bigram(VOCAB, seed=15), random_bigram(VOCAB, seed=16)
+    result = persona_judge_decode(
+        first,
+        [0],
+        second,
+        [1],
+        max_new_tokens=30,
+        gamma=3,
+        reproduce_research_code=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert result.stats.windows >= 3
+    # Window 1: `first` drafts (3 calls) and `second` judges (1 call); afterwards the
+    # roles are swapped for good, so `first` is called once per window as the judge.
+    assert len(first.calls) == 3 + (result.stats.windows - 1)
+    assert len(second.calls) == 1 + (result.stats.drafted - 3)
+
+
+def test_research_mode_ignores_eos() -> None:
+    model = chain_model([0, 3, 2, 4, 2, 4, 2, 4])
+    result = persona_judge_decode(
+        model,
+        [0],
+        model,
+        [0],
+        max_new_tokens=6,
+        temperature=0,
+        eos_token_id=2,
+        reproduce_research_code=True,
+    )
+    assert result.token_ids == [3, 2, 4, 2, 4, 2]
+    assert result.stats.finish_reason == "length"
+
+
+def test_research_mode_emits_one_persona_chosen_by_rounding() -> None:
+    # First token of a research-mode decode: accepted draft tokens give min(p, q); a
+    # rejection resamples max(p - q, 0) or max(q - p, 0) by the sign of sum(p - q),
+    # so the token follows p exactly, or q exactly, depending only on rounding.
+    def first_step_probs(seed: int) -> tuple[BigramLM, BigramLM, torch.Tensor, torch.Tensor]:
+        draft, judge = random_bigram(VOCAB, seed=seed), random_bigram(VOCAB, seed=seed + 100)
+        q = logits_to_probs(draft.table[DRAFT_CONTEXT[-1]])
+        p = logits_to_probs(judge.table[JUDGE_CONTEXT[-1]])
+        return draft, judge, p, q
+
+    cases = [first_step_probs(seed) for seed in range(40)]
+    judge_side = next(c for c in cases if (c[2] - c[3]).sum() > 0)
+    draft_side = next(c for c in cases if (c[2] - c[3]).sum() <= 0)
+    for (draft, judge, p, q), follows_judge in ((judge_side, True), (draft_side, False)):
+        generator = torch.Generator().manual_seed(5)
+        counts = torch.zeros(VOCAB, dtype=torch.float64)
+        draws = 3000
+        for _ in range(draws):
+            tokens = persona_judge_decode(
+                draft,
+                DRAFT_CONTEXT,
+                judge,
+                JUDGE_CONTEXT,
+                max_new_tokens=2,
+                gamma=1,
+                reproduce_research_code=True,
+                generator=generator,
+            ).token_ids
+            counts[tokens[0]] += 1
+        want = (p if follows_judge else q).double()
+        assert total_variation(counts / draws, want) < 0.05
+        assert total_variation(p.double(), q.double()) > 0.15  # p and q are told apart
+
+
+BAD_SETTINGS = [
+    ({"judge_weight": 1.5}, "judge_weight must be in \\[0, 1\\]"),
+    ({"judge_weight": -0.1}, "judge_weight must be in \\[0, 1\\]"),
+    ({"gamma": 0}, "gamma .* must be an integer >= 1"),
+    ({"temperature": -0.5}, "temperature must be >= 0"),
+    ({"top_p": 0.0}, "top_p must be None or in \\(0, 1\\]"),
+    ({"top_p": 1.2}, "top_p must be None or in \\(0, 1\\]"),
+    ({"top_k": 0}, "top_k must be None or an integer >= 1"),
+    ({"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1"),
+    ({"target": "harmonic"}, "target must be one of"),
+    ({"reproduce_research_code": True, "judge_weight": 0.9}, "leave judge_weight=0.5"),
+    ({"eos_token_id": 99}, "eos_token_id \\[99\\] outside the vocabulary"),
+]
+
+
+@pytest.mark.parametrize(("settings", "message"), BAD_SETTINGS)
+def test_bad_settings_fail_fast_with_a_named_setting(
+    settings: dict[str, Any], message: str
+) -> None:
+    model = random_bigram(VOCAB, seed=0)
+    with pytest.raises(ValueError, match=message):
+        persona_judge_decode(model, [0], model, [0], **settings)
+    # One bad request leaves nothing behind: the next one works.
+    assert len(persona_judge_decode(model, [0], model, [0], max_new_tokens=3).token_ids) == 3
+
+
+@pytest.mark.parametrize("which", ["draft_input_ids", "judge_input_ids"])
+def test_empty_context_is_rejected(which: str) -> None:
+    model = random_bigram(VOCAB, seed=0)
+    ids = {"draft_input_ids": [0], "judge_input_ids": [0], which: []}
+    with pytest.raises(ValueError, match=f"{which} is empty"):
+        persona_judge_decode(model, ids["draft_input_ids"], model, ids["judge_input_ids"])
+
+
+def test_batched_context_is_rejected() -> None:
+    model = random_bigram(VOCAB, seed=0)
+    with pytest.raises(ValueError, match="one sequence"):
+        persona_judge_decode(model, torch.zeros(2, 3, dtype=torch.long), model, [0])
+
+
+def test_models_with_different_vocabularies_are_rejected() -> None:
+    with pytest.raises(ValueError, match="vocabularies differ \\(6 vs 7 tokens\\)"):
+        persona_judge_decode(random_bigram(6, seed=0), [0], random_bigram(7, seed=0), [0])
+
+
+def test_tensor_contexts_are_accepted() -> None:
+    model = random_bigram(VOCAB, seed=0)
+    from_list = persona_judge_decode(model, [0, 1], model, [2], temperature=0, max_new_tokens=5)
+    from_tensor = persona_judge_decode(
+        model, torch.tensor([[0, 1]]), model, torch.tensor([2]), temperature=0, max_new_tokens=5
+    )
+    assert from_list.token_ids == from_tensor.token_ids

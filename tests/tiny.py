@@ -24,8 +24,10 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """Byte-level tokenizer: ids 0-2 are the specials, then one id per byte."""
+    # alphabet() is a set with no stable order: sort it so every call builds one vocabulary.
     byte_vocab = {
-        ch: i + len(SPECIAL_TOKENS) for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet())
+        ch: i + len(SPECIAL_TOKENS)
+        for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))
     }
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)} | byte_vocab
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))

@@ -1,5 +1,6 @@
 """Persona-judge decoding for LangChain: personalized generation with no training."""
 
+from langchain_persona_judge.chat_models import ChatPersonaJudge
 from langchain_persona_judge.decoding import (
     DecodeResult,
     DecodeStats,
@@ -8,6 +9,7 @@ from langchain_persona_judge.decoding import (
 )
 
 __all__ = [
+    "ChatPersonaJudge",
     "DecodeResult",
     "DecodeStats",
     "persona_judge_decode",

@@ -7,11 +7,19 @@ from langchain_persona_judge.decoding import (
     persona_judge_decode,
     stream_persona_judge,
 )
+from langchain_persona_judge.persona_profile import (
+    PersonaPreferences,
+    PersonaProfile,
+    PersonalizedChat,
+)
 
 __all__ = [
     "ChatPersonaJudge",
     "DecodeResult",
     "DecodeStats",
+    "PersonaPreferences",
+    "PersonaProfile",
+    "PersonalizedChat",
     "persona_judge_decode",
     "stream_persona_judge",
 ]

@@ -534,6 +534,15 @@ class PersonaProfile(RunnableSerializable[PersonaProfileInput, PersonaPreference
             )
         return draft or self.neutral_draft, judge or self.neutral_judge
 
+    def namespace_for(self, user_id: str) -> tuple[str, ...]:
+        """The store namespace holding ``user_id``'s memories (write them there).
+
+        >>> PersonaProfile().namespace_for("jane.doe")
+        ('users', 'jane%2Edoe', 'memories')
+        """
+        label = encode_user_id(user_id)
+        return tuple(label if part == _USER_ID_LABEL else part for part in self.namespace)
+
     def personalize(
         self, chat_model: Runnable[LanguageModelInput, BaseMessage]
     ) -> PersonalizedChat:
@@ -611,8 +620,7 @@ class PersonaProfile(RunnableSerializable[PersonaProfileInput, PersonaPreference
         store = self.store if self.store is not None else _graph_store()
         namespace = None
         if user_id is not None and store is not None:
-            label = encode_user_id(user_id)
-            namespace = tuple(label if part == _USER_ID_LABEL else part for part in self.namespace)
+            namespace = self.namespace_for(user_id)
         return _Lookup(user_id=user_id, given=given, store=store, namespace=namespace)
 
     def _result(self, lookup: _Lookup, items: Sequence[StoreItem]) -> PersonaPreferences:

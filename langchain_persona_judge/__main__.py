@@ -1,0 +1,3 @@
+from langchain_persona_judge.cli import main
+
+main()

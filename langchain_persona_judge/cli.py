@@ -1,0 +1,130 @@
+"""Command line: ``persona-judge demo`` (also ``python -m langchain_persona_judge demo``).
+
+The demo stores two users' memories in a LangGraph ``InMemoryStore``, asks both the
+same questions through ``PersonaProfile(...).personalize(ChatPersonaJudge(...))``,
+streams each personalized answer and prints its acceptance statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessageChunk
+from langgraph.store.memory import InMemoryStore
+
+from langchain_persona_judge.chat_models import ChatPersonaJudge
+from langchain_persona_judge.loading import DEFAULT_MODEL, load_model
+from langchain_persona_judge.persona_profile import PersonaProfile
+
+DEMO_USERS: dict[str, list[str]] = {
+    "maya": [
+        "Is eight years old and loves dinosaurs",
+        "Prefers short, simple sentences",
+        "Likes a playful, enthusiastic tone",
+    ],
+    "dr.chen": [  # the "." is not allowed in store namespaces; PersonaProfile encodes it
+        "Is a physics professor with deep expertise in optics",
+        "Prefers a formal, precise tone",
+        "Wants technical detail and correct terminology",
+    ],
+}
+DEFAULT_QUESTIONS = ["Why is the sky blue?", "How do rainbows form?"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="persona-judge", description="Persona-judge decoding for LangChain."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo", help="answer the same questions for two users with different memories"
+    )
+    demo.add_argument(
+        "--question",
+        action="append",
+        help="a question to ask both users (repeatable; default: two built-in questions)",
+    )
+    demo.add_argument("--max-new-tokens", type=_positive_int, default=80)
+    demo.add_argument("--model", default=DEFAULT_MODEL, help="model alias, .gguf, folder or id")
+    demo.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
+    demo.add_argument("--judge-weight", type=float, default=0.5)
+    demo.add_argument("--temperature", type=float, default=0.7)
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    questions = args.question or DEFAULT_QUESTIONS
+    start = time.perf_counter()
+    loaded = load_model(args.model, device=args.device, progress=_status)
+    _status(f"Ready in {time.perf_counter() - start:.1f} s: {loaded.name} on {loaded.device}.")
+
+    store = InMemoryStore()
+    profile = PersonaProfile(store=store)
+    for user_id, memories in DEMO_USERS.items():
+        namespace = profile.namespace_for(user_id)
+        for index, memory in enumerate(memories):
+            store.put(namespace, f"m{index}", {"text": memory})
+    chat = profile.personalize(
+        ChatPersonaJudge(
+            model=args.model,
+            device=args.device,
+            max_tokens=args.max_new_tokens,
+            judge_weight=args.judge_weight,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
+    )
+
+    for user_id in DEMO_USERS:
+        preferences = profile.invoke(user_id)
+        print(f"\n=== user {user_id!r} ===")
+        print(f"draft persona: {preferences.draft_preference}")
+        print(f"judge persona: {preferences.judge_preference}")
+        for question in questions:
+            print(f"\nQ: {question}\nA: ", end="", flush=True)
+            config: Any = {"configurable": {"user_id": user_id}}
+            answer: AIMessageChunk | None = None
+            for chunk in chat.stream(question, config):
+                print(chunk.text, end="", flush=True)
+                answer = chunk if answer is None else answer + chunk
+            print()
+            if answer is not None:
+                print(_stats_line(answer))
+
+
+def _stats_line(answer: AIMessageChunk) -> str:
+    stats = answer.response_metadata.get("persona_judge", {})
+    usage = answer.usage_metadata or {}
+    return (
+        f"   [{usage.get('output_tokens', '?')} tokens, "
+        f"acceptance {stats.get('acceptance_rate', 0.0):.0%} "
+        f"({stats.get('accepted', '?')} of {stats.get('accepted', 0) + stats.get('rejected', 0)} "
+        f"drafted tokens tested), {stats.get('windows', '?')} windows, "
+        f"finish: {answer.response_metadata.get('finish_reason', '?')}]"
+    )
+
+
+def _status(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        run_demo(args)
+
+
+if __name__ == "__main__":
+    main()

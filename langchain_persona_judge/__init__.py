@@ -8,9 +8,9 @@ from langchain_persona_judge.decoding import (
     stream_persona_judge,
 )
 from langchain_persona_judge.persona_profile import (
+    PersonalizedChat,
     PersonaPreferences,
     PersonaProfile,
-    PersonalizedChat,
 )
 
 __all__ = [

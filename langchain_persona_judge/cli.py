@@ -90,8 +90,9 @@ def run_demo(args: argparse.Namespace) -> None:
             config: Any = {"configurable": {"user_id": user_id}}
             answer: AIMessageChunk | None = None
             for chunk in chat.stream(question, config):
-                print(chunk.text, end="", flush=True)
-                answer = chunk if answer is None else answer + chunk
+                if isinstance(chunk, AIMessageChunk):  # str input streams message chunks
+                    print(chunk.text, end="", flush=True)
+                    answer = chunk if answer is None else answer + chunk
             print()
             if answer is not None:
                 print(_stats_line(answer))
@@ -99,9 +100,9 @@ def run_demo(args: argparse.Namespace) -> None:
 
 def _stats_line(answer: AIMessageChunk) -> str:
     stats = answer.response_metadata.get("persona_judge", {})
-    usage = answer.usage_metadata or {}
+    output_tokens = answer.usage_metadata["output_tokens"] if answer.usage_metadata else "?"
     return (
-        f"   [{usage.get('output_tokens', '?')} tokens, "
+        f"   [{output_tokens} tokens, "
         f"acceptance {stats.get('acceptance_rate', 0.0):.0%} "
         f"({stats.get('accepted', '?')} of {stats.get('accepted', 0) + stats.get('rejected', 0)} "
         f"drafted tokens tested), {stats.get('windows', '?')} windows, "

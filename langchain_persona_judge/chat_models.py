@@ -46,6 +46,8 @@ from langchain_persona_judge.loading import (
     load_model,
 )
 from langchain_persona_judge.prompts import (
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
     TextAssembler,
     parse_tool_calls,
     role_input_ids,
@@ -239,7 +241,9 @@ class ChatPersonaJudge(BaseChatModel):
         The tools are described in the system prompt and calls are read back from
         ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` blocks. A forced
         ``tool_choice`` (a tool name, ``"any"`` or ``"required"``) prefills the start of the
-        block for both roles, so even a small model answers with a parseable call.
+        block for both roles (for a named tool, up to its first argument's key), so even a
+        small model answers with a parseable call; generation then ends with the block.
+        With ``"any"`` over several tools a small model may invent a tool name.
 
     Structured output:
         .. code-block:: python
@@ -509,8 +513,10 @@ class ChatPersonaJudge(BaseChatModel):
         """
         options = self._options(kwargs)
         options.check()
-        stops = self._stop_sequences(stop)
         tools, prefix = _tool_setup(kwargs)
+        stops = self._stop_sequences(stop)
+        if prefix.startswith(TOOL_CALL_OPEN):
+            stops.append(TOOL_CALL_CLOSE)  # a forced choice asks for one call: end after it
         if not messages:
             raise ValueError("No messages: pass at least one message (e.g. a HumanMessage).")
         draft, judge = self._load_models()
@@ -728,8 +734,8 @@ def _tool_setup(kwargs: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, st
     if choice is None:
         return tools, ""
     if choice == "any":
-        return tools, tool_call_prefix(names[0] if len(names) == 1 else None)
-    return tools, tool_call_prefix(choice)
+        return tools, tool_call_prefix(tools[0] if len(tools) == 1 else None)
+    return tools, tool_call_prefix(tools[names.index(choice)])
 
 
 def _eos_token_ids(loaded: LoadedModel) -> list[int]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import (
@@ -147,27 +147,38 @@ def messages_to_chat(
 
 
 def tool_prompt(tools: Sequence[dict[str, Any]]) -> str:
-    """System-prompt section describing OpenAI-format tools and the ``<tool_call>`` format."""
-    schemas = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in tools)
+    """System-prompt section describing OpenAI-format tools and the ``<tool_call>`` format.
+
+    Each tool is shown as a signature with one line per argument rather than as raw JSON
+    schema: small models given the schema tend to copy it into their calls.
+    """
+    described = "\n".join(_describe_tool(tool["function"]) for tool in tools)
     return (
-        "You can call the functions below. Their JSON schemas:\n"
-        f"{schemas}\n\n"
-        "To call a function, reply with one block per call:\n"
+        "You can call these functions:\n"
+        f"{described}\n\n"
+        "To call a function, reply with one block per call, arguments as a JSON object:\n"
         f"{TOOL_CALL_OPEN}\n"
-        '{"name": "<function name>", "arguments": {<arguments as a JSON object>}}\n'
+        '{"name": "function_name", "arguments": {"argument_name": value}}\n'
         f"{TOOL_CALL_CLOSE}"
     )
 
 
-def tool_call_prefix(name: str | None) -> str:
-    """Assistant prefill that forces a tool call: of tool ``name``, or of any tool (None).
+def tool_call_prefix(tool: Mapping[str, Any] | None) -> str:
+    """Assistant prefill that forces a tool call: of ``tool`` (OpenAI format), or of any tool.
 
-    It ends without a trailing space so the model's own tokenization of what follows stays
-    natural (byte-level BPE attaches spaces to the next word).
+    For a given tool the prefill runs into the arguments object up to its first (required)
+    argument's key, e.g. ``{"name": "get_weather", "arguments": {"city":``: small models
+    otherwise tend to copy the JSON schema instead of filling in values. It ends without a
+    trailing space so the model's own tokenization of what follows stays natural.
     """
-    if name is None:
+    if tool is None:
         return f'{TOOL_CALL_OPEN}\n{{"name": "'
-    return f'{TOOL_CALL_OPEN}\n{{"name": {json.dumps(name)}, "arguments":'
+    function = tool["function"]
+    parameters = function.get("parameters") or {}
+    keys = [*parameters.get("required", []), *parameters.get("properties", {})]
+    first_argument = f"{json.dumps(keys[0])}:" if keys else ""
+    name = json.dumps(function["name"])
+    return f'{TOOL_CALL_OPEN}\n{{"name": {name}, "arguments": {{{first_argument}'
 
 
 def template_default_system_prompt(tokenizer: PreTrainedTokenizerBase) -> str | None:
@@ -434,6 +445,39 @@ def _partial_suffix_length(text: str, candidates: Sequence[str]) -> int:
         if any(c.startswith(suffix) for c in candidates):
             return size
     return 0
+
+
+def _describe_tool(function: Mapping[str, Any]) -> str:
+    """``name(arg: type, ...): description`` plus one line per described argument."""
+    parameters = function.get("parameters") or {}
+    properties: dict[str, Any] = parameters.get("properties", {})
+    required = set(parameters.get("required", []))
+    signature = ", ".join(
+        f"{key}{'' if key in required else '?'}: {_describe_type(schema)}"
+        for key, schema in properties.items()
+    )
+    lines = [f"- {function['name']}({signature})"]
+    if description := function.get("description"):
+        lines[0] += f": {description}"
+    lines += [
+        f"    {key}: {schema['description']}"
+        for key, schema in properties.items()
+        if schema.get("description")
+    ]
+    return "\n".join(lines)
+
+
+def _describe_type(schema: Mapping[str, Any]) -> str:
+    """A short type name for flat JSON schemas; nested ones are shown as JSON schema."""
+    if "enum" in schema:
+        return " | ".join(json.dumps(value) for value in schema["enum"])
+    kind = schema.get("type")
+    if isinstance(kind, str) and kind in ("string", "integer", "number", "boolean", "null"):
+        return kind
+    if kind == "array" and isinstance(schema.get("items"), Mapping):
+        return f"array of {_describe_type(schema['items'])}"
+    details = {k: v for k, v in schema.items() if k not in ("description", "title")}
+    return json.dumps(details, ensure_ascii=False)
 
 
 def _parse_call(body: str) -> tuple[str | None, dict[str, Any] | None, str | None]:

@@ -30,6 +30,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.outputs import ChatGenerationChunk, GenerationChunk
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_tests.unit_tests import ChatModelUnitTests
 from pydantic import BaseModel, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -572,7 +573,7 @@ class TestOptions:
 
 class TestTools:
     def test_forced_tool_call(self, script: Any, tokenizer: PreTrainedTokenizerFast) -> None:
-        decoder = script(' {"city": "Paris"}}\n</tool_call>')
+        decoder = script(' "Paris"}}\n</tool_call>')
         llm = llm_for_tests().bind_tools([GetWeather], tool_choice="GetWeather")
         message = llm.invoke("What is the weather in Paris?")
         assert message.content == ""
@@ -580,14 +581,23 @@ class TestTools:
             ("GetWeather", {"city": "Paris"})
         ]
         call = decoder.calls[0]
-        prefix = tool_call_prefix("GetWeather")
+        prefix = tool_call_prefix(convert_to_openai_tool(GetWeather))
         for ids in (call.draft_ids, call.judge_ids):
             text = decode(tokenizer, ids)
             assert text.endswith("<|im_start|>assistant\n" + prefix)
-            assert '"name": "GetWeather"' in text.split("<|im_end|>")[0]  # tools in system
+            assert "- GetWeather(city: string)" in text.split("<|im_end|>")[0]  # in system
+
+    def test_forced_tool_call_ends_after_the_call(self, script: Any) -> None:
+        call_text = ' "Paris"}}\n</tool_call>'
+        decoder = script(call_text + "\nThe weather is sunny and warm today.")
+        llm = llm_for_tests(max_tokens=200).bind_tools([GetWeather], tool_choice="GetWeather")
+        message = llm.invoke("weather?")
+        assert message.tool_calls[0]["args"] == {"city": "Paris"}
+        assert message.response_metadata["finish_reason"] == "stop"
+        assert len(decoder.calls[0].tokens) == len(call_text)
 
     def test_forced_tool_call_streaming(self, script: Any) -> None:
-        script(' {"city": "Paris"}}\n</tool_call>')
+        script(' "Paris"}}\n</tool_call>')
         llm = llm_for_tests().bind_tools([GetWeather], tool_choice="required")
         chunks = list(llm.stream("weather?"))
         assert all(TOOL_CALL_OPEN not in str(c.content) for c in chunks)
@@ -659,7 +669,7 @@ class TestTools:
         assert '{"name": "GetWeather", "arguments": {"city": "Paris"}}' in judge
 
     def test_structured_output(self, script: Any) -> None:
-        script(' {"city": "Paris"}}\n</tool_call>')
+        script(' "Paris"}}\n</tool_call>')
         structured = llm_for_tests().with_structured_output(GetWeather)
         assert structured.invoke("weather in Paris?") == GetWeather(city="Paris")
         raw = llm_for_tests().with_structured_output(GetWeather, include_raw=True).invoke("?")

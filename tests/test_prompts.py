@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 
 import pytest
 from langchain_core.messages import (
@@ -26,6 +25,7 @@ from langchain_persona_judge.prompts import (
     template_default_system_prompt,
     tool_call_content,
     tool_call_prefix,
+    tool_prompt,
 )
 from tests.tiny import tiny_tokenizer
 
@@ -275,7 +275,7 @@ class TestRenderPrompt:
     def test_tools_described_in_system_prompt(self, chatml) -> None:
         text = render_prompt(chatml, [HumanMessage("q")], "P", tools=[WEATHER_TOOL])
         system = text.split("<|im_end|>")[0]
-        assert json.dumps(WEATHER_TOOL) in system
+        assert "- get_weather(city?: string): Weather in a city" in system
         assert "<tool_call>" in system
         assert system.endswith(f"{PREFERENCE_LABEL}P")
 
@@ -296,7 +296,7 @@ class TestRenderPrompt:
         assert "You can call the functions" not in text
 
     def test_assistant_prefix_and_ids(self, chatml) -> None:
-        prefix = tool_call_prefix("get_weather")
+        prefix = tool_call_prefix(WEATHER_TOOL)
         text = render_prompt(chatml, [HumanMessage("q")], None, assistant_prefix=prefix)
         assert text.endswith(ASSISTANT + prefix)
         ids = role_input_ids(chatml, [HumanMessage("q")], None, assistant_prefix=prefix)
@@ -311,6 +311,35 @@ class TestRenderPrompt:
 
 
 class TestToolCalls:
+    def test_tool_prompt_signatures(self) -> None:
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "search",
+                "description": "Search the web",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "query": {"type": "string", "description": "What to look for"},
+                        "site": {"type": "string", "enum": ["wiki", "news"]},
+                        "limit": {"type": "array", "items": {"type": "integer"}},
+                        "filters": {"type": "object", "properties": {"year": {"type": "integer"}}},
+                    },
+                    "required": ["query"],
+                },
+            },
+        }
+        text = tool_prompt([tool])
+        assert (
+            '- search(query: string, site?: "wiki" | "news", limit?: array of integer, '
+            'filters?: {"type": "object", "properties": {"year": {"type": "integer"}}}): '
+            "Search the web\n    query: What to look for\n"
+        ) in text
+        assert text.endswith(
+            '<tool_call>\n{"name": "function_name", "arguments": {"argument_name": value}}\n'
+            "</tool_call>"
+        )
+
     def test_valid_calls(self) -> None:
         text = (
             "Checking.\n<tool_call>\n"
@@ -328,11 +357,33 @@ class TestToolCalls:
         assert invalid == []
 
     def test_forced_prefix_round_trip_without_closing_tag(self) -> None:
-        text = tool_call_prefix("get_weather") + ' {"city": "Rome"}}'
+        text = tool_call_prefix(WEATHER_TOOL) + ' "Rome"}}'
         content, calls, invalid = parse_tool_calls(text)
         assert (content, invalid) == ("", [])
         assert calls[0]["name"] == "get_weather"
         assert calls[0]["args"] == {"city": "Rome"}
+
+    def test_prefix_variants(self) -> None:
+        assert tool_call_prefix(None) == '<tool_call>\n{"name": "'
+        assert tool_call_prefix(WEATHER_TOOL) == (
+            '<tool_call>\n{"name": "get_weather", "arguments": {"city":'
+        )
+        required_second = {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                    "required": ["b"],
+                },
+            },
+        }
+        assert tool_call_prefix(required_second).endswith('"arguments": {"b":')
+        no_arguments = {"type": "function", "function": {"name": "now"}}
+        assert tool_call_prefix(no_arguments).endswith('"arguments": {')
+        _, calls, _ = parse_tool_calls(tool_call_prefix(no_arguments) + "}}")
+        assert calls[0]["args"] == {}
 
     def test_trailing_text_in_block_is_ignored(self) -> None:
         _, calls, _ = parse_tool_calls(

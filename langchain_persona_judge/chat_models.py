@@ -338,7 +338,7 @@ class ChatPersonaJudge(BaseChatModel):
     def validate_settings(self) -> Self:
         self._options({}).check()
         if self.stop is not None and any(not s for s in self.stop):
-            raise ValueError("stop sequences must be non-empty strings")
+            raise ValueError("Stop sequences must be non-empty strings.")
         return self
 
     @property

@@ -488,7 +488,7 @@ class TestOptions:
             ({"max_tokens": 0}, "max_tokens must be an integer >= 1"),
             ({"target": "sum"}, "target"),
             ({"reproduce_research_code": True, "judge_weight": 0.7}, "reproduce_research_code"),
-            ({"stop": [""]}, "stop sequences must be non-empty"),
+            ({"stop": [""]}, "Stop sequences must be non-empty"),
             ({"judge_weigth": 0.3}, "judge_weigth"),
         ],
     )

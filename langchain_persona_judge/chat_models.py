@@ -532,7 +532,9 @@ class ChatPersonaJudge(BaseChatModel):
         )
         draft_ids = role_ids(options.draft_preference)
         judge_ids = role_ids(options.judge_preference)
-        generator = torch.Generator(device=judge.device)
+        # A CPU generator works with every device, and a seed gives the same random stream
+        # wherever the model runs; the decoder samples on the generator's device.
+        generator = torch.Generator()
         seed = generator.seed() if options.seed is None else options.seed
         generator.manual_seed(seed)
 

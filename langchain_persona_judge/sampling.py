@@ -33,15 +33,30 @@ def logits_to_probs(
         kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        sorted_probs = sorted_logits.softmax(dim=-1)
-        # Drop a token once the mass strictly before it already reaches top_p, so the
-        # kept set is the smallest prefix with mass >= top_p (never empty).
-        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        drop_sorted = mass_before >= top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        logits = logits.masked_fill(_outside_nucleus(logits, top_p), float("-inf"))
     return logits.softmax(dim=-1)
+
+
+# Sorting a 50k-token vocabulary costs milliseconds per row; the nucleus almost always
+# lies within the few hundred most likely tokens, which topk finds ~20x faster.
+TOP_P_CANDIDATES = 256
+
+
+def _outside_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Mask of tokens outside the smallest most-likely set whose mass reaches ``top_p``.
+
+    A token is dropped once the mass strictly before it (in descending order) already
+    reaches ``top_p``, so the kept set is never empty.
+    """
+    candidates = min(TOP_P_CANDIDATES, logits.shape[-1])
+    top_logits, order = logits.topk(candidates, dim=-1)  # sorted, descending
+    top_probs = (top_logits - logits.logsumexp(dim=-1, keepdim=True)).exp()
+    if not bool((top_probs.sum(dim=-1) >= top_p).all()):
+        top_logits, order = logits.sort(dim=-1, descending=True)  # flat distribution
+        top_probs = top_logits.softmax(dim=-1)
+    keep_sorted = top_probs.cumsum(dim=-1) - top_probs < top_p
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, keep_sorted)
+    return ~keep
 
 
 def target_distribution(

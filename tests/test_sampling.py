@@ -110,3 +110,28 @@ def test_research_residual_branch_is_decided_by_rounding_noise() -> None:
         residual = research_residual(p, q)
         judge_side += bool(torch.allclose(residual, residual_distribution(p, q)))
     assert 0.2 * trials < judge_side < 0.8 * trials
+
+
+def nucleus_reference(probs: list[float], top_p: float) -> set[int]:
+    """Smallest set of most likely tokens whose mass reaches top_p, by a plain loop."""
+    kept: set[int] = set()
+    mass = 0.0
+    for index in sorted(range(len(probs)), key=lambda i: -probs[i]):
+        if mass >= top_p:
+            break
+        kept.add(index)
+        mass += probs[index]
+    return kept
+
+
+@pytest.mark.parametrize(
+    ("scale", "top_p"),
+    [(4.0, 0.9), (4.0, 0.5), (0.01, 0.9), (0.01, 0.2)],  # peaked: topk path; flat: full sort
+)
+def test_top_p_on_a_large_vocabulary_matches_a_plain_loop(scale: float, top_p: float) -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = scale * torch.randn(3, 5000, generator=generator, dtype=torch.float64)
+    out = logits_to_probs(logits, top_p=top_p)
+    for row in range(3):
+        probs = logits[row].float().softmax(-1).tolist()
+        assert set(out[row].nonzero().flatten().tolist()) == nucleus_reference(probs, top_p)

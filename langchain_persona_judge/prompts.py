@@ -278,7 +278,8 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCa
     Blocks are ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``; the closing tag of
     the last block may be missing (generation ended). Text after the JSON object inside a block
     is ignored; ``"parameters"`` is accepted for ``"arguments"``, and arguments given as a JSON
-    string are decoded. Ids are generated (``call_<hex>``).
+    string are decoded. Ids are generated (``call_<hex>``). An invalid call's ``args`` is the
+    raw block as the model wrote it.
     """
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
@@ -286,13 +287,17 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCa
     while start >= 0:
         body_start = start + len(TOOL_CALL_OPEN)
         end = text.find(TOOL_CALL_CLOSE, body_start)
+        block_end = end + len(TOOL_CALL_CLOSE) if end >= 0 else len(text)
         body = text[body_start : end if end >= 0 else len(text)].strip()
         call_id = f"call_{uuid.uuid4().hex}"
         name, args, error = _parse_call(body)
         if error is None and name is not None and args is not None:
             calls.append(tool_call(name=name, args=args, id=call_id))
         else:
-            invalid.append(invalid_tool_call(name=name, args=body, id=call_id, error=error))
+            # The whole block, tags included: never a JSON object, so a streamed chunk
+            # of it stays invalid when LangChain re-parses merged tool-call chunks.
+            raw = text[start:block_end]
+            invalid.append(invalid_tool_call(name=name, args=raw, id=call_id, error=error))
         start = text.find(TOOL_CALL_OPEN, end + len(TOOL_CALL_CLOSE)) if end >= 0 else -1
     return tool_call_content(text), calls, invalid
 

@@ -638,6 +638,28 @@ class TestTools:
         assert invalid["name"] is None
         assert "not valid JSON" in str(invalid["error"])
 
+    @pytest.mark.parametrize(
+        "block",
+        [
+            '<tool_call>{"name": "GetWeather", "arguments": "Paris"}</tool_call>',
+            '<tool_call>{"arguments": {"city": "Paris"}}</tool_call>',
+            '<tool_call>{"name": "GetWeather", "arguments": [1]}</tool_call>',
+            '<tool_call>{"name": "GetWeather", "arguments": {"city": ',
+        ],
+    )
+    def test_invalid_tool_call_stays_invalid_when_streamed(self, script: Any, block: str) -> None:
+        # LangChain re-parses merged tool-call chunks; a JSON-object body would turn an
+        # invalid call into a "valid" one with bogus args.
+        script(block)
+        llm = llm_for_tests(max_tokens=200).bind_tools([GetWeather])
+        invoked = llm.invoke("weather?")
+        streamed: Any = None
+        for chunk in llm.stream("weather?"):
+            streamed = chunk if streamed is None else streamed + chunk
+        for message in (invoked, streamed):
+            assert message.tool_calls == []
+            assert [c["args"] for c in message.invalid_tool_calls] == [block]
+
     def test_tool_choice_none_offers_no_tools(
         self, script: Any, tokenizer: PreTrainedTokenizerFast
     ) -> None:

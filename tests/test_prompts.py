@@ -407,7 +407,7 @@ class TestToolCalls:
         assert calls == []
         assert len(invalid) == 1
         assert invalid[0]["name"] == name
-        assert invalid[0]["args"] == body
+        assert invalid[0]["args"] == f"<tool_call>{body}</tool_call>"
         assert error in str(invalid[0]["error"])
         assert str(invalid[0]["id"]).startswith("call_")
 

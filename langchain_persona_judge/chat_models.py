@@ -79,7 +79,7 @@ class _Options:
 
     def check(self) -> None:
         """Raise ValueError for out-of-range settings (the decoder's own checks and messages)."""
-        if self.max_tokens < 1:
+        if self.max_tokens < 1:  # checked here to name the chat model's field, not the decoder's
             raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
         DecodeSettings(  # constructed for its validation only
             max_new_tokens=self.max_tokens,

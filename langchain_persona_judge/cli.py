@@ -51,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-new-tokens", type=_positive_int, default=80)
     demo.add_argument("--model", default=DEFAULT_MODEL, help="model alias, .gguf, folder or id")
     demo.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
-    demo.add_argument("--judge-weight", type=float, default=0.5)
-    demo.add_argument("--temperature", type=float, default=0.7)
+    demo.add_argument(
+        "--judge-weight", type=_unit_interval, default=0.5, help="w in [0, 1] (default 0.5)"
+    )
+    demo.add_argument(
+        "--temperature", type=_non_negative, default=0.7, help="0 is greedy (default 0.7)"
+    )
     demo.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -118,6 +122,20 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 

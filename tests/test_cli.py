@@ -54,7 +54,16 @@ def test_demo_passes_model_and_device_flags(tiny_everywhere: list[dict[str, Any]
     assert {r["device"] for r in tiny_everywhere} == {"cpu"}
 
 
-@pytest.mark.parametrize("bad", [["demo", "--max-new-tokens", "0"], ["demo", "--seed", "x"], []])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["demo", "--max-new-tokens", "0"],
+        ["demo", "--seed", "x"],
+        ["demo", "--judge-weight", "2"],
+        ["demo", "--temperature", "-1"],
+        [],
+    ],
+)
 def test_bad_arguments_exit_with_usage(bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(bad)

@@ -16,6 +16,7 @@ The pieces, one step each:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypedDict
@@ -70,7 +71,10 @@ class DecodeSettings:
             f"got {self.judge_weight!r}",
         )
         _check(self.target in TARGETS, f"target must be one of {TARGETS}, got {self.target!r}")
-        _check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature!r}")
+        _check(
+            math.isfinite(self.temperature) and self.temperature >= 0,
+            f"temperature must be a finite number >= 0, got {self.temperature!r}",
+        )
         _check(
             self.top_k is None or (isinstance(self.top_k, int) and self.top_k >= 1),
             f"top_k must be None or an integer >= 1, got {self.top_k!r}",
@@ -342,6 +346,8 @@ def stream_persona_judge(
     draft = RoleModel(draft_model, _as_token_list(draft_input_ids, "draft_input_ids"), use_cache)
     judge = RoleModel(judge_model, _as_token_list(judge_input_ids, "judge_input_ids"), use_cache)
     _check_compatible(draft, judge, settings.eos_token_ids)
+    for name, role in (("draft", draft), ("judge", judge)):
+        _check_fits_context(name, role, settings.max_new_tokens)
     return _decode(draft, judge, settings, options.get("generator"), options.get("stop_when"))
 
 
@@ -486,6 +492,18 @@ def _check_compatible(draft: RoleModel, judge: RoleModel, eos_ids: frozenset[int
                       ("judge_input_ids", judge.context)):  # fmt: skip
         bad = sorted({i for i in ids if not 0 <= i < judge_vocab})
         _check(not bad, f"{name} has ids {bad[:5]} outside the vocabulary [0, {judge_vocab})")
+
+
+def _check_fits_context(name: str, role: RoleModel, max_new_tokens: int) -> None:
+    """Positions past the model's context are not truncated silently: refuse up front."""
+    limit = getattr(role.model.config.get_text_config(), "max_position_embeddings", None)
+    needed = len(role.context) + max_new_tokens
+    _check(
+        limit is None or needed <= limit,
+        f"the {name} prompt ({len(role.context)} tokens) plus max_new_tokens "
+        f"({max_new_tokens}) needs {needed} positions, more than the model's context of "
+        f"{limit}: shorten the prompt or lower max_new_tokens",
+    )
 
 
 def _common_prefix_length(a: list[int], b: list[int]) -> int:

@@ -170,10 +170,18 @@ def check_same_tokenizer(draft: LoadedModel, judge: LoadedModel) -> None:
     raise ValueError(
         f"Draft model {draft.name!r} and judge model {judge.name!r} have different vocabularies "
         f"(tokenizers: {len(draft_vocab)} vs {len(judge_vocab)} tokens"
-        f"{', same size but different tokens' if len(draft_vocab) == len(judge_vocab) else ''}; "
+        f"{_same_size_note(draft_vocab, judge_vocab)}; "
         f"output layers: {draft_out} vs {judge_out} ids); "
         "the draft and judge must share a tokenizer."
     )
+
+
+def _same_size_note(draft_vocab: dict[str, int], judge_vocab: dict[str, int]) -> str:
+    if draft_vocab == judge_vocab:
+        return ", identical"
+    if len(draft_vocab) == len(judge_vocab):
+        return ", same size but different tokens"
+    return ""
 
 
 def clear_model_cache() -> None:

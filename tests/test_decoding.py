@@ -420,7 +420,9 @@ BAD_SETTINGS = [
     ({"judge_weight": 1.5}, "judge_weight must be in \\[0, 1\\]"),
     ({"judge_weight": -0.1}, "judge_weight must be in \\[0, 1\\]"),
     ({"gamma": 0}, "gamma .* must be an integer >= 1"),
-    ({"temperature": -0.5}, "temperature must be >= 0"),
+    ({"temperature": -0.5}, "temperature must be a finite number >= 0"),
+    ({"temperature": float("inf")}, "temperature must be a finite number >= 0"),
+    ({"judge_weight": float("nan")}, "judge_weight must be in \\[0, 1\\]"),
     ({"top_p": 0.0}, "top_p must be None or in \\(0, 1\\]"),
     ({"top_p": 1.2}, "top_p must be None or in \\(0, 1\\]"),
     ({"top_k": 0}, "top_k must be None or an integer >= 1"),
@@ -462,6 +464,18 @@ def test_unknown_option_is_named() -> None:
     model = random_bigram(VOCAB, seed=0)
     with pytest.raises(TypeError, match="unknown decoding option\\(s\\) \\['max_tokens'\\]"):
         persona_judge_decode(model, [0], model, [0], max_tokens=5)  # type: ignore[call-arg]
+
+
+def test_prompt_and_budget_beyond_the_context_window_are_rejected() -> None:
+    model = tiny_llama(32, seed=0)  # max_position_embeddings=512
+    with pytest.raises(
+        ValueError, match="judge prompt \\(500 tokens\\) plus max_new_tokens \\(13\\)"
+    ):
+        persona_judge_decode(model, [1, 2], model, [1] * 500, max_new_tokens=13)
+    assert (
+        len(persona_judge_decode(model, [1, 2], model, [1] * 500, max_new_tokens=12).token_ids)
+        <= 12
+    )
 
 
 def test_batched_context_is_rejected() -> None:

@@ -436,5 +436,6 @@ def test_check_same_tokenizer_rejects_different_output_sizes() -> None:
     vocab = len(tokenizer)
     draft = LoadedModel(tiny_llama(vocab, seed=0), tokenizer, "draft", CPU, torch.float32)
     judge = LoadedModel(tiny_llama(vocab + 8, seed=0), tokenizer, "judge", CPU, torch.float32)
-    with pytest.raises(ValueError, match=f"{vocab} vs {vocab + 8}"):
+    with pytest.raises(ValueError, match=f"{vocab} vs {vocab + 8}") as error:
         check_same_tokenizer(draft, judge)
+    assert f"tokenizers: {vocab} vs {vocab} tokens, identical;" in str(error.value)

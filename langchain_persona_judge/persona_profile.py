@@ -424,6 +424,11 @@ class PersonaPreferences(BaseModel):
     """True when nothing was known about the user and neutral preferences are used."""
     note: str | None = None
     """Anything worth knowing: no memories found, store truncated, items skipped..."""
+    overridden: list[str] = Field(default_factory=list)
+    """In a personalized chat's ``response_metadata["persona"]``: the preferences
+    (``"draft_preference"``, ``"judge_preference"``) given as keyword arguments to the
+    call, which replaced the profile's; ``draft_preference``/``judge_preference`` there
+    are the values actually used (an override may be None). Empty from the profile."""
 
     def as_model_kwargs(self) -> dict[str, str]:
         """``{"draft_preference": ..., "judge_preference": ...}`` for ``ChatPersonaJudge``."""
@@ -722,8 +727,20 @@ def _split_chat_input(
     return input, None, False
 
 
-def _with_persona(message: BaseMessage, prefs: PersonaPreferences) -> BaseMessage:
-    metadata = {**message.response_metadata, "persona": prefs.model_dump(mode="json")}
+_PREFERENCE_KWARGS = ("draft_preference", "judge_preference")
+
+
+def _used_persona(prefs: PersonaPreferences, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``prefs`` as metadata, with the preferences the call's kwargs replaced (they win)."""
+    persona = prefs.model_dump(mode="json")
+    overridden = [name for name in _PREFERENCE_KWARGS if name in kwargs]
+    persona.update({name: kwargs[name] for name in overridden})
+    persona["overridden"] = overridden
+    return persona
+
+
+def _with_persona(message: BaseMessage, persona: dict[str, Any]) -> BaseMessage:
+    metadata = {**message.response_metadata, "persona": persona}
     return message.model_copy(update={"response_metadata": metadata})
 
 
@@ -746,7 +763,9 @@ class PersonalizedChat(RunnableSerializable[PersonalizedChatInput, PersonalizedC
     ``stream``/``astream`` pass the chat model's chunks through (for dict input each
     wrapped as ``{"messages": [chunk]}``). The preferences used are in
     ``reply.response_metadata["persona"]`` (a :class:`PersonaPreferences` dump; on
-    the first chunk when streaming).
+    the first chunk when streaming): a ``draft_preference``/``judge_preference``
+    keyword argument given to the call replaces the profile's value there too, and
+    ``overridden`` lists which were replaced.
 
     Example:
         ```python
@@ -813,7 +832,7 @@ class PersonalizedChat(RunnableSerializable[PersonalizedChatInput, PersonalizedC
         messages, profile_input, as_update = _split_chat_input(input)
         prefs = self.profile.invoke(profile_input, config)
         reply = self.chat_model.invoke(messages, config, **{**prefs.as_model_kwargs(), **kwargs})
-        return _output(_with_persona(reply, prefs), as_update)
+        return _output(_with_persona(reply, _used_persona(prefs, kwargs)), as_update)
 
     async def _ainvoke(
         self,
@@ -827,7 +846,7 @@ class PersonalizedChat(RunnableSerializable[PersonalizedChatInput, PersonalizedC
         reply = await self.chat_model.ainvoke(
             messages, config, **{**prefs.as_model_kwargs(), **kwargs}
         )
-        return _output(_with_persona(reply, prefs), as_update)
+        return _output(_with_persona(reply, _used_persona(prefs, kwargs)), as_update)
 
     def _stream(
         self,
@@ -839,8 +858,9 @@ class PersonalizedChat(RunnableSerializable[PersonalizedChatInput, PersonalizedC
         messages, profile_input, as_update = _split_chat_input(next(inputs))
         prefs = self.profile.invoke(profile_input, config)
         chunks = self.chat_model.stream(messages, config, **{**prefs.as_model_kwargs(), **kwargs})
+        persona = _used_persona(prefs, kwargs)
         for i, chunk in enumerate(chunks):
-            yield _output(_with_persona(chunk, prefs) if i == 0 else chunk, as_update)
+            yield _output(_with_persona(chunk, persona) if i == 0 else chunk, as_update)
 
     async def _astream(
         self,
@@ -852,9 +872,10 @@ class PersonalizedChat(RunnableSerializable[PersonalizedChatInput, PersonalizedC
         messages, profile_input, as_update = _split_chat_input(await anext(inputs))
         prefs = await self.profile.ainvoke(profile_input, config)
         chunks = self.chat_model.astream(messages, config, **{**prefs.as_model_kwargs(), **kwargs})
+        persona = _used_persona(prefs, kwargs)
         first = True
         async for chunk in chunks:
-            yield _output(_with_persona(chunk, prefs) if first else chunk, as_update)
+            yield _output(_with_persona(chunk, persona) if first else chunk, as_update)
             first = False
 
 

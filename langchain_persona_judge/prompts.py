@@ -29,6 +29,7 @@ Tool calling by prompting
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -49,6 +50,10 @@ from transformers import PreTrainedTokenizerBase
 PREFERENCE_LABEL = "User preference: "
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
+
+# The leading "name" of a tool-call object, read from a block that is not valid JSON (e.g. cut
+# off by max_tokens): the format puts the name first, and a forced choice prefills it.
+_LEADING_NAME = re.compile(r'\A\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 ChatTurn = dict[str, Any]
 
@@ -279,7 +284,8 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCa
     the last block may be missing (generation ended). Text after the JSON object inside a block
     is ignored; ``"parameters"`` is accepted for ``"arguments"``, and arguments given as a JSON
     string are decoded. Ids are generated (``call_<hex>``). An invalid call's ``args`` is the
-    raw block as the model wrote it.
+    raw block as the model wrote it; its ``name`` is read from the block's leading ``"name"``
+    entry even when the block is not valid JSON (e.g. cut off by ``max_tokens``).
     """
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
@@ -291,6 +297,8 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCa
         body = text[body_start : end if end >= 0 else len(text)].strip()
         call_id = f"call_{uuid.uuid4().hex}"
         name, args, error = _parse_call(body)
+        if name is None:
+            name = _leading_name(body)
         if error is None and name is not None and args is not None:
             calls.append(tool_call(name=name, args=args, id=call_id))
         else:
@@ -308,8 +316,11 @@ class TextAssembler:
     ``push`` returns only text that is final: a trailing incomplete UTF-8 character and any
     suffix that could begin a stop string are held back. When a stop string appears (also across
     several tokens) the text is cut before it, ``stopped`` turns True and later tokens are
-    ignored. ``finish`` releases held-back text at the end of generation. Special tokens are
-    skipped.
+    ignored. ``finish`` releases held-back text at the end of generation, except a trailing
+    incomplete UTF-8 character (generation was cut in the middle of it, e.g. by ``max_tokens``):
+    it decodes to U+FFFD (one per byte with some tokenizers) and is dropped. Any U+FFFD at the
+    very end (undecodable bytes, or a genuine U+FFFD) looks the same and is dropped too.
+    Special tokens are skipped.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: Sequence[str] = ()) -> None:
@@ -346,10 +357,13 @@ class TextAssembler:
         return self._release(full[: len(full) - _partial_suffix_length(full, self._stop)])
 
     def finish(self) -> str:
-        """Release the held-back text once generation is over (nothing after a stop)."""
+        """Release the held-back text once generation is over (nothing after a stop).
+
+        Trailing U+FFFD (an incomplete UTF-8 character, e.g. cut by ``max_tokens``) is dropped.
+        """
         if self.stopped:
             return ""
-        return self._release(self._decode())
+        return self._release(self._decode().rstrip("\ufffd"))
 
     def _decode(self) -> str:
         return str(self._tokenizer.decode(self._ids, skip_special_tokens=True))
@@ -483,6 +497,18 @@ def _describe_type(schema: Mapping[str, Any]) -> str:
         return f"array of {_describe_type(schema['items'])}"
     details = {k: v for k, v in schema.items() if k not in ("description", "title")}
     return json.dumps(details, ensure_ascii=False)
+
+
+def _leading_name(body: str) -> str | None:
+    """The tool name at the start of a call block that did not parse, if it is readable."""
+    match = _LEADING_NAME.match(body)
+    if match is None:
+        return None
+    try:
+        name = json.loads(match.group(1))
+    except json.JSONDecodeError:
+        return None
+    return name if isinstance(name, str) and name else None
 
 
 def _parse_call(body: str) -> tuple[str | None, dict[str, Any] | None, str | None]:

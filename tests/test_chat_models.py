@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Generator, Sequence
@@ -21,6 +22,7 @@ from uuid import UUID
 import pytest
 import torch
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
@@ -54,6 +56,14 @@ class GetTime(BaseModel):
     """Get the current time in a time zone."""
 
     zone: str
+
+
+class Big(BaseModel):
+    """A person."""
+
+    name: str
+    age: int
+    hobbies: list[str]
 
 
 @dataclass
@@ -230,7 +240,9 @@ class TestInvoke:
         message = llm_for_tests().invoke("hi")
         (call,) = spy.calls
         assert call.stats is not None
-        assert message.content == tokenizer.decode(call.tokens, skip_special_tokens=True)
+        # the random model's bytes may end in an undecodable sequence (U+FFFD), which is dropped
+        decoded = tokenizer.decode(call.tokens, skip_special_tokens=True)
+        assert message.content == decoded.rstrip("\ufffd")
         ended_on_eos = call.stats.finish_reason == "stop"  # no stop sequences here
         assert message.usage_metadata == {
             "input_tokens": len(call.draft_ids) + len(call.judge_ids),
@@ -274,6 +286,23 @@ class TestInvoke:
         assert message.response_metadata["finish_reason"] == "length"
         assert message.usage_metadata is not None
         assert message.usage_metadata["output_tokens"] == 5
+
+    def test_character_cut_by_max_tokens_is_dropped(self, script: Any) -> None:
+        script("🌟🌟🌟", eos=False)  # 4 byte tokens each: 10 tokens end inside the third
+        llm = llm_for_tests(max_tokens=10)
+        message = llm.invoke("hi")
+        assert message.content == "🌟🌟"
+        assert message.response_metadata["finish_reason"] == "length"
+        chunks = list(llm.stream("hi"))
+        assert all("\ufffd" not in str(chunk.content) for chunk in chunks)
+        assert aggregate(chunks).content == "🌟🌟"
+
+    def test_fresh_seeds_are_in_the_accepted_range(self, script: Any) -> None:
+        script("ok")
+        llm = llm_for_tests(seed=None)
+        seeds = [llm.invoke("hi").response_metadata["seed"] for _ in range(40)]
+        assert all(0 <= seed <= chat_models.MAX_SEED for seed in seeds)
+        llm.invoke("hi", seed=seeds[0])  # a reported seed can be passed back
 
     def test_seed_reproducibility(self, spy: DecoderSpy) -> None:
         llm = llm_for_tests(seed=None, temperature=1.0, top_p=None, max_tokens=24)
@@ -424,6 +453,28 @@ class TestStop:
         chunks = list(llm_for_tests(stop=["END"]).stream("hi"))
         assert "".join(str(c.content) for c in chunks) == "Hello "
 
+    def test_bare_string_is_one_stop_sequence(self, script: Any) -> None:
+        script("Oh Hello world. How are you?")
+        llm = llm_for_tests(max_tokens=100)
+        expected = "Oh Hello world. "
+        assert llm.invoke("hi", stop="How").content == expected
+        assert llm.bind(stop="How").invoke("hi").content == expected
+        assert "".join(str(c.content) for c in llm.stream("hi", stop="How")) == expected
+        field = llm_for_tests(max_tokens=100, stop="How")
+        assert field.stop == ["How"]
+        assert field.invoke("hi").content == expected
+        assert llm._get_ls_params(stop="How")["ls_stop"] == ["How"]  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("stop", [[123], ["ok", None], 5])
+    def test_non_string_stops_are_rejected(self, spy: DecoderSpy, stop: Any) -> None:
+        with pytest.raises((TypeError, ValueError), match="stop must be a string or a list"):
+            ChatPersonaJudge(stop=stop)
+        with pytest.raises(TypeError, match="stop must be a string or a list"):
+            llm_for_tests().invoke("hi", stop=stop)
+        with pytest.raises(TypeError, match="stop must be a string or a list"):
+            llm_for_tests().bind(stop=stop).invoke("hi")
+        assert spy.calls == []
+
     @pytest.mark.parametrize("text", ["a ### b END c", "a END b ### c"])
     def test_model_and_call_stops_combine(self, script: Any, text: str) -> None:
         script(text)
@@ -482,7 +533,7 @@ class TestOptions:
         [
             ({"judge_weight": 1.5}, "judge_weight must be in"),
             ({"gamma": 0}, "gamma"),
-            ({"temperature": -0.1}, "temperature must be >= 0"),
+            ({"temperature": -0.1}, r"temperature must be .*>= 0"),
             ({"top_k": 0}, "top_k"),
             ({"top_p": 0.0}, "top_p"),
             ({"max_tokens": 0}, "max_tokens must be an integer >= 1"),
@@ -490,11 +541,49 @@ class TestOptions:
             ({"reproduce_research_code": True, "judge_weight": 0.7}, "reproduce_research_code"),
             ({"stop": [""]}, "Stop sequences must be non-empty"),
             ({"judge_weigth": 0.3}, "judge_weigth"),
+            ({"seed": 2**70}, r"seed must be None or an integer in \[0, 2\*\*63 - 1\]"),
+            ({"seed": 2**63}, "seed must be None or an integer"),
+            ({"seed": -1}, "seed must be None or an integer"),
+            ({"temperature": math.inf}, "temperature must be a finite number"),
+            ({"temperature": math.nan}, "temperature must be a finite number"),
+            ({"judge_weight": math.nan}, "judge_weight must be a finite number"),
+            ({"top_p": math.nan}, "top_p must be a finite number"),
+            ({"device": "tpu9"}, "Unknown device 'tpu9'"),
+            ({"dtype": "float8"}, "Unknown dtype 'float8'"),
         ],
     )
     def test_construction_validation(self, settings: dict[str, Any], message: str) -> None:
         with pytest.raises(ValueError, match=message):
             ChatPersonaJudge(**settings)
+
+    @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+    def test_unavailable_device_fails_at_construction(self) -> None:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            ChatPersonaJudge(device="cuda")
+
+    def test_valid_device_and_dtype(self) -> None:
+        llm = ChatPersonaJudge(device="cpu", dtype="bfloat16", seed=2**63 - 1)
+        assert (llm.device, llm.dtype, llm.seed) == ("cpu", "bfloat16", 2**63 - 1)
+
+    @pytest.mark.parametrize(
+        ("option", "value", "message"),
+        [
+            ("seed", 2**70, "seed must be None or an integer"),
+            ("seed", -5, "seed must be None or an integer"),
+            ("temperature", math.inf, "temperature must be a finite number"),
+            ("top_p", math.nan, "top_p must be a finite number"),
+            ("judge_weight", math.inf, "judge_weight must be a finite number"),
+        ],
+    )
+    def test_per_call_validation(
+        self, spy: DecoderSpy, option: str, value: Any, message: str
+    ) -> None:
+        llm = llm_for_tests()
+        with pytest.raises(ValueError, match=message):
+            llm.invoke("hi", **{option: value})
+        with pytest.raises(ValueError, match=message):
+            llm.bind(**{option: value}).invoke("hi")
+        assert spy.calls == []
 
     def test_research_layout(self, spy: DecoderSpy, tokenizer: PreTrainedTokenizerFast) -> None:
         llm_for_tests(reproduce_research_code=True).invoke("Why?")
@@ -635,7 +724,7 @@ class TestTools:
         message = llm_for_tests().bind_tools([GetWeather]).invoke("weather?")
         assert message.tool_calls == []
         (invalid,) = message.invalid_tool_calls
-        assert invalid["name"] is None
+        assert invalid["name"] == "GetWeather"  # read from the block even though it is not JSON
         assert "not valid JSON" in str(invalid["error"])
 
     @pytest.mark.parametrize(
@@ -673,6 +762,14 @@ class TestTools:
         with pytest.raises(ValueError, match="not one of the bound tools"):
             llm_for_tests().bind_tools([GetWeather], tool_choice="GetTime")
 
+    @pytest.mark.parametrize("choice", ["any", "required", True])
+    def test_forced_tool_choice_without_tools(self, spy: DecoderSpy, choice: Any) -> None:
+        with pytest.raises(ValueError, match="needs at least one tool"):
+            llm_for_tests().bind_tools([], tool_choice=choice)
+        with pytest.raises(ValueError, match="needs at least one tool"):
+            llm_for_tests().invoke("hi", tools=[], tool_choice="any")
+        assert spy.calls == []
+
     def test_tool_history_is_rendered(
         self, script: Any, tokenizer: PreTrainedTokenizerFast
     ) -> None:
@@ -698,6 +795,57 @@ class TestTools:
         assert isinstance(raw, dict)
         assert raw["parsed"] == GetWeather(city="Paris")
         assert isinstance(raw["raw"], AIMessage)
+
+    def test_structured_output_cut_by_max_tokens_raises(self, script: Any) -> None:
+        script(' "Ada Lovelace", "age": 36, "hobbies": ["math"]}}\n</tool_call>', eos=False)
+        llm = llm_for_tests(max_tokens=12, temperature=0)
+        with pytest.raises(OutputParserException) as caught:
+            llm.with_structured_output(Big).invoke("Invent a person.")
+        message = str(caught.value)
+        assert "no valid 'Big' tool call" in message
+        assert "raise max_tokens on the ChatPersonaJudge" in message
+        assert "not valid JSON" in message
+        assert '"name": "Big", "arguments": {"name": "Ada Lovela' in message  # the cut call
+        assert caught.value.llm_output is not None and "Ada Lovela" in caught.value.llm_output
+
+        result = llm.with_structured_output(Big, include_raw=True).invoke("Invent a person.")
+        assert isinstance(result, dict)
+        assert result["parsed"] is None
+        assert isinstance(result["parsing_error"], OutputParserException)
+        assert "raise max_tokens" in str(result["parsing_error"])
+        raw = result["raw"]
+        assert raw.response_metadata["finish_reason"] == "length"
+        assert [call["name"] for call in raw.invalid_tool_calls] == ["Big"]
+
+        with pytest.raises(OutputParserException, match="raise max_tokens"):
+            list(llm.with_structured_output(Big).stream("Invent a person."))
+        schema = convert_to_openai_tool(Big)
+        with pytest.raises(OutputParserException, match="no valid 'Big' tool call"):
+            llm.with_structured_output(schema).invoke("Invent a person.")
+
+    def test_structured_output_without_length_limit_error(self, script: Any) -> None:
+        script(' "Ada", "age": }}\n</tool_call>')
+        with pytest.raises(OutputParserException) as caught:
+            llm_for_tests().with_structured_output(Big).invoke("Invent a person.")
+        assert "max_tokens" not in str(caught.value)
+        assert "not valid JSON" in str(caught.value)
+
+    def test_structured_output_error_clips_long_output(self, script: Any) -> None:
+        script(' "' + "ab" * 800, eos=False)
+        with pytest.raises(OutputParserException) as caught:
+            llm_for_tests(max_tokens=2000).with_structured_output(Big).invoke("?")
+        assert "characters ...]" in str(caught.value)
+        assert len(str(caught.value)) < 2000
+        assert caught.value.llm_output is not None and "ab" * 800 in caught.value.llm_output
+
+    def test_structured_output_with_enough_tokens(self, script: Any) -> None:
+        script(' "Ada", "age": 36, "hobbies": ["math"]}}\n</tool_call>')
+        llm = llm_for_tests(max_tokens=200)
+        assert llm.with_structured_output(Big).invoke("?") == Big(
+            name="Ada", age=36, hobbies=["math"]
+        )
+        as_dict = llm.with_structured_output(convert_to_openai_tool(Big), method="json_schema")
+        assert as_dict.invoke("?") == {"name": "Ada", "age": 36, "hobbies": ["math"]}
 
     def test_json_mode(self, script: Any, tokenizer: PreTrainedTokenizerFast) -> None:
         decoder = script('"city": "Paris"}')

@@ -329,6 +329,47 @@ def test_personalize_plain_inputs_and_explicit_kwargs_win() -> None:
     assert chat.calls[1]["draft_preference"] == NEUTRAL_DRAFT
 
 
+def test_metadata_reports_the_preferences_used() -> None:
+    chat = RecordingChat()
+    personalized = PersonaProfile(memories=["Is a nurse"]).personalize(chat)
+
+    plain = personalized.invoke("hi")
+    assert isinstance(plain, BaseMessage)
+    assert plain.response_metadata["persona"]["judge_preference"] == JUDGE + "Is a nurse."
+    assert plain.response_metadata["persona"]["overridden"] == []
+
+    reply = personalized.invoke("hi", judge_preference="override")
+    assert isinstance(reply, BaseMessage)
+    persona = reply.response_metadata["persona"]
+    assert persona["judge_preference"] == chat.calls[-1]["judge_preference"] == "override"
+    assert persona["draft_preference"] == chat.calls[-1]["draft_preference"] == NEUTRAL_DRAFT
+    assert persona["overridden"] == ["judge_preference"]
+    assert persona["memories"] == ["Is a nurse"]
+    assert PersonaPreferences.model_validate(persona).judge_preference == "override"
+
+    chunks = list(personalized.stream("hi", draft_preference="Be terse."))
+    first = chunks[0]
+    assert isinstance(first, BaseMessage)
+    assert first.response_metadata["persona"]["draft_preference"] == "Be terse."
+    assert first.response_metadata["persona"]["overridden"] == ["draft_preference"]
+    assert chat.calls[-1]["draft_preference"] == "Be terse."
+
+
+async def test_async_metadata_reports_the_preferences_used() -> None:
+    personalized = PersonaProfile(memories=["Is a nurse"]).personalize(RecordingChat())
+    reply = await personalized.ainvoke({"messages": ["hi"]}, judge_preference="override")
+    assert isinstance(reply, dict)
+    persona = reply["messages"][0].response_metadata["persona"]
+    assert (persona["judge_preference"], persona["overridden"]) == (
+        "override",
+        ["judge_preference"],
+    )
+    chunks = [c async for c in personalized.astream("hi", judge_preference="other")]
+    first = chunks[0]
+    assert isinstance(first, BaseMessage)
+    assert first.response_metadata["persona"]["judge_preference"] == "other"
+
+
 def test_graph_store_is_not_required_outside_graphs() -> None:
     chat = RecordingChat()
     chain = RunnableLambda(lambda text: text) | PersonaProfile().personalize(chat)

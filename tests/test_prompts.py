@@ -394,7 +394,12 @@ class TestToolCalls:
     @pytest.mark.parametrize(
         ("body", "name", "error"),
         [
-            ('{"name": "f", "arguments": {"a": }', None, "not valid JSON"),
+            ('{"name": "f", "arguments": {"a": }', "f", "not valid JSON"),
+            # cut off by max_tokens: the (prefilled) leading name is still reported
+            ('\n{"name": "Big", "arguments": {"name": "Ad', "Big", "not valid JSON"),
+            ('{"name": "a\\"b", "arguments": {', 'a"b', "not valid JSON"),
+            # only a leading "name" is the tool's: here it is an argument
+            ('{"arguments": {"name": "x"', None, "not valid JSON"),
             ('["f"]', None, "JSON object"),
             ('{"arguments": {}}', None, "no 'name'"),
             ('{"name": "f", "arguments": "{bad"}', "f", "arguments are not valid JSON"),
@@ -440,6 +445,15 @@ class TestTextAssembler:
         ids = pieces(chatml, "€")  # three byte tokens
         assert len(ids) == 3
         assert [assembler.push(i) for i in ids] == ["", "", "€"]
+
+    @pytest.mark.parametrize("text", ["a€", "ab🌟", "🌟"])
+    def test_finish_drops_a_cut_multibyte_character(self, chatml, text) -> None:
+        assembler = TextAssembler(chatml)
+        ids = pieces(chatml, text)[:-1]  # generation ended inside the last character
+        deltas = [assembler.push(i) for i in ids]
+        deltas.append(assembler.finish())
+        assert "".join(deltas) == text[:-1] == assembler.text
+        assert assembler.token_ids == ids
 
     def test_multi_token_stop_spanning_tokens(self, chatml) -> None:
         assembler = TextAssembler(chatml, stop=["\nUser:"])

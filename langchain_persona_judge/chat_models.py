@@ -108,16 +108,20 @@ class _Options:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-        DecodeSettings(  # constructed for its validation only
-            max_new_tokens=self.max_tokens,
-            gamma=self.gamma,
-            judge_weight=self.judge_weight,
-            target=self.target,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            reproduce_research_code=self.reproduce_research_code,
-        )
+        DecodeSettings(**self.decoder_options())  # constructed for its validation only
+
+    def decoder_options(self) -> dict[str, Any]:
+        """These settings under the decoder's names (``max_tokens`` -> ``max_new_tokens``)."""
+        return {
+            "max_new_tokens": self.max_tokens,
+            "gamma": self.gamma,
+            "judge_weight": self.judge_weight,
+            "target": self.target,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "reproduce_research_code": self.reproduce_research_code,
+        }
 
 
 CALL_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(_Options))
@@ -633,17 +637,10 @@ class ChatPersonaJudge(BaseChatModel):
             draft_ids,
             judge.model,
             judge_ids,
-            max_new_tokens=options.max_tokens,
-            gamma=options.gamma,
-            judge_weight=options.judge_weight,
-            target=options.target,
-            temperature=options.temperature,
-            top_k=options.top_k,
-            top_p=options.top_p,
+            **options.decoder_options(),
             eos_token_id=_eos_token_ids(judge),
             generator=generator,
             stop_when=stop_when,
-            reproduce_research_code=options.reproduce_research_code,
         )
         if prefix:
             yield prefix

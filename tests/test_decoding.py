@@ -176,29 +176,37 @@ def test_greedy_with_one_model_in_both_roles() -> None:
     assert got.token_ids == want
 
 
+def assert_cached_matches_uncached(
+    draft: torch.nn.Module, draft_ids: list[int], judge: torch.nn.Module, judge_ids: list[int],
+    seed: int, **options: Any,
+) -> None:  # fmt: skip
+    """Same random stream, with and without KV caches: the same tokens and statistics."""
+    cached, uncached = (
+        persona_judge_decode(
+            draft,
+            draft_ids,
+            judge,
+            judge_ids,
+            gamma=3,
+            use_cache=use_cache,
+            generator=torch.Generator().manual_seed(seed),
+            **options,
+        )
+        for use_cache in (True, False)
+    )
+    assert cached.stats.rejected > 0  # rollbacks actually happened
+    assert cached.token_ids == uncached.token_ids
+    assert cached.stats == uncached.stats
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_cached_decoding_matches_uncached_reference(seed: int) -> None:
     draft = tiny_llama(32, seed=10, logit_scale=3.0).double()
     judge = tiny_llama(32, seed=11, logit_scale=3.0).double()
-    results = [
-        persona_judge_decode(
-            draft,
-            [1, 2, 3, 4, 5, 6, 7],
-            judge,
-            [1, 30],
-            max_new_tokens=40,
-            gamma=3,
-            temperature=0.9,
-            top_k=20,
-            generator=torch.Generator().manual_seed(seed),
-            use_cache=use_cache,
-        )
-        for use_cache in (True, False)
-    ]
-    cached, uncached = results
-    assert cached.stats.rejected > 0  # rollbacks actually happened
-    assert cached.token_ids == uncached.token_ids
-    assert cached.stats == uncached.stats
+    assert_cached_matches_uncached(
+        draft, [1, 2, 3, 4, 5, 6, 7], judge, [1, 30], seed,
+        max_new_tokens=40, temperature=0.9, top_k=20,
+    )  # fmt: skip
 
 
 def sliding_window_model(seed: int) -> MistralForCausalLM:
@@ -217,42 +225,16 @@ def test_sliding_window_caches_roll_back_past_the_window() -> None:
     # Contexts and outputs far longer than the 8-token window: rollbacks must cut
     # states the sliding-window layer would otherwise have dropped.
     draft, judge = sliding_window_model(20), sliding_window_model(21)
-    runs = [
-        persona_judge_decode(
-            draft,
-            list(range(1, 20)),
-            judge,
-            [1, 2, 3],
-            max_new_tokens=30,
-            gamma=3,
-            generator=torch.Generator().manual_seed(0),
-            use_cache=use_cache,
-        )
-        for use_cache in (True, False)
-    ]
-    assert runs[0].stats.rejected > 0
-    assert runs[0].token_ids == runs[1].token_ids
+    assert_cached_matches_uncached(
+        draft, list(range(1, 20)), judge, [1, 2, 3], 0, max_new_tokens=30
+    )
 
 
 def test_caches_that_cannot_be_cropped_are_rebuilt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decoding, "_CROPPABLE_LAYERS", ())  # as for linear-attention layers
     draft = tiny_llama(32, seed=10, logit_scale=3.0).double()
     judge = tiny_llama(32, seed=11, logit_scale=3.0).double()
-    runs = [
-        persona_judge_decode(
-            draft,
-            [1, 2, 3, 4],
-            judge,
-            [1, 30],
-            max_new_tokens=20,
-            gamma=3,
-            generator=torch.Generator().manual_seed(1),
-            use_cache=use_cache,
-        )
-        for use_cache in (True, False)
-    ]
-    assert runs[0].stats.rejected > 0
-    assert runs[0].token_ids == runs[1].token_ids
+    assert_cached_matches_uncached(draft, [1, 2, 3, 4], judge, [1, 30], 1, max_new_tokens=20)
 
 
 def chain_model(path: list[int], vocab: int = VOCAB) -> BigramLM:

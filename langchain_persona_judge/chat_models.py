@@ -69,6 +69,7 @@ from langchain_persona_judge.prompts import (
     role_input_ids,
     tool_call_content,
     tool_call_prefix,
+    tool_calls_ended,
 )
 
 _T = TypeVar("_T")
@@ -630,7 +631,11 @@ class ChatPersonaJudge(BaseChatModel):
         generator.manual_seed(seed)
 
         def stop_when(_: list[int]) -> bool:
-            return assembler.stopped or (cancel is not None and cancel.is_set())
+            return (
+                assembler.stopped
+                or (tools is not None and tool_calls_ended(assembler.text))
+                or (cancel is not None and cancel.is_set())
+            )
 
         tokens = stream_persona_judge(
             draft.model,

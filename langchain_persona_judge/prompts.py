@@ -277,6 +277,21 @@ def tool_call_content(text: str) -> str:
     return text[:start].rstrip()
 
 
+def tool_calls_ended(text: str) -> bool:
+    """Whether the answer's tool calls are over: a closed block followed by other text.
+
+    A tool-call turn ends after its last ``</tool_call>``; what a small model writes next is
+    usually an invented tool result, so generation stops as soon as text follows a closed block
+    that cannot begin another ``<tool_call>`` (several calls in a row stay possible).
+    """
+    end = text.rfind(TOOL_CALL_CLOSE)
+    if end < 0:
+        return False
+    rest = text[end + len(TOOL_CALL_CLOSE) :].lstrip()
+    may_open_another = rest.startswith(TOOL_CALL_OPEN) or TOOL_CALL_OPEN.startswith(rest)
+    return bool(rest) and not may_open_another
+
+
 def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
     """Split model output into content, parsed tool calls and unparseable ones.
 

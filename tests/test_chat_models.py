@@ -710,14 +710,33 @@ class TestTools:
 
     def test_auto_tool_choice_with_text(self, script: Any) -> None:
         text = 'Let me check.\n<tool_call>\n{"name": "GetWeather", "arguments": {"city": "Oslo"}}\n'
-        script(text + "</tool_call>\nIt is sunny.")
+        decoder = script(text + "</tool_call>\nIt is sunny.")
         llm = llm_for_tests(max_tokens=200).bind_tools([GetWeather])
         message = llm.invoke("weather?")
         assert message.content == "Let me check."
         assert message.tool_calls[0]["args"] == {"city": "Oslo"}
+        # The turn ends at the first character that cannot begin another call (one byte
+        # token each here), not at max_tokens; the tokens spent are all reported.
+        spent = len(text + "</tool_call>\nI")
+        assert len(decoder.calls[0].tokens) == spent
+        assert message.usage_metadata is not None
+        assert message.usage_metadata["output_tokens"] == spent
+        assert message.response_metadata["finish_reason"] == "stop"
         streamed = list(llm.stream("weather?"))
         assert "".join(str(c.content) for c in streamed) == "Let me check."
         assert aggregate(streamed).tool_calls[0]["args"] == {"city": "Oslo"}
+
+    def test_auto_tool_choice_parallel_calls(self, script: Any) -> None:
+        first = '<tool_call>{"name": "GetWeather", "arguments": {"city": "Oslo"}}</tool_call>\n'
+        second = '<tool_call>{"name": "GetTime", "arguments": {"zone": "CET"}}</tool_call>'
+        decoder = script(first + second + "\n<tool_response>sunny")
+        message = llm_for_tests(max_tokens=300).bind_tools([GetWeather, GetTime]).invoke("?")
+        assert [(c["name"], c["args"]) for c in message.tool_calls] == [
+            ("GetWeather", {"city": "Oslo"}),
+            ("GetTime", {"zone": "CET"}),
+        ]
+        # "<tool_" could still begin "<tool_call>"; "<tool_r" cannot.
+        assert len(decoder.calls[0].tokens) == len(first + second + "\n<tool_r")
 
     def test_invalid_tool_call(self, script: Any) -> None:
         script('<tool_call>{"name": "GetWeather", "arguments": {"city": }</tool_call>')

@@ -25,6 +25,7 @@ from langchain_persona_judge.prompts import (
     template_default_system_prompt,
     tool_call_content,
     tool_call_prefix,
+    tool_calls_ended,
     tool_prompt,
 )
 from tests.tiny import tiny_tokenizer
@@ -429,6 +430,23 @@ class TestToolCalls:
 
 def pieces(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @pytest.mark.parametrize(
+        ("text", "ended"),
+        [
+            ("plain answer", False),
+            ('<tool_call>{"name": "f"}', False),  # still inside the block
+            ('<tool_call>{"name": "f"}</tool_call>', False),
+            ('<tool_call>{"name": "f"}</tool_call>\n ', False),  # whitespace only
+            ('<tool_call>{"name": "f"}</tool_call>\n<tool_c', False),  # another may follow
+            ('<tool_call>{"name": "f"}</tool_call>\n<tool_call>{"na', False),
+            ('<tool_call>{"name": "f"}</tool_call>\nThe', True),
+            ('<tool_call>{"name": "f"}</tool_call><tool_response>', True),
+            ("<tool_call>{}</tool_call>\n<tool_call>{}</tool_call> Done", True),
+        ],
+    )
+    def test_tool_calls_ended(self, text: str, ended: bool) -> None:
+        assert tool_calls_ended(text) is ended
 
 
 class TestTextAssembler:

@@ -280,6 +280,8 @@ class ChatPersonaJudge(BaseChatModel):
         ``tool_choice`` (a tool name, ``"any"`` or ``"required"``) prefills the start of the
         block for both roles (for a named tool, up to its first argument's key), so even a
         small model answers with a parseable call; generation then ends with the block.
+        Otherwise (``"auto"``) the model may write text, then one or more blocks in a row;
+        generation ends once other text follows the last block (often an invented result).
         With ``"any"`` over several tools a small model may invent a tool name.
 
     Structured output:

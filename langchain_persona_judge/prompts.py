@@ -195,6 +195,8 @@ def template_default_system_prompt(tokenizer: PreTrainedTokenizerBase) -> str | 
     """
     system_marker, user_marker = "\x00persona-judge-system\x00", "\x00persona-judge-user\x00"
     user = {"role": "user", "content": user_marker}
+    if not _renders_system(tokenizer):
+        return None
     with_system = _render(tokenizer, [{"role": "system", "content": system_marker}, user])
     without_system = _render(tokenizer, [user])
     before, _, after = with_system.partition(system_marker)
@@ -236,6 +238,8 @@ def render_prompt(
             default = template_default_system_prompt(tokenizer)
             content = "\n\n".join([default, *system_extras] if default else system_extras)
             turns.insert(0, {"role": "system", "content": content})
+    if turns[0]["role"] == "system" and not _renders_system(tokenizer):
+        turns = _fold_system_into_user(turns)
     native_tools: list[dict[Any, Any] | Callable[..., Any]] | None = (
         list(tools) if tools and native else None
     )
@@ -430,6 +434,28 @@ def _merge_system_turns(
     if not system_texts:
         return rest
     return [{"role": "system", "content": "\n\n".join(system_texts)}, *rest]
+
+
+def _renders_system(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the chat template renders a leading system turn (Gemma's, for one, raises)."""
+    marker = "\x00persona-judge-system\x00"
+    probe = [{"role": "system", "content": marker}, {"role": "user", "content": "b"}]
+    try:
+        return marker in _render(tokenizer, probe)
+    except Exception:  # templates signal unsupported layouts by raising
+        return False
+
+
+def _fold_system_into_user(turns: list[ChatTurn]) -> list[ChatTurn]:
+    """Move the leading system turn's text to the start of the first user turn.
+
+    For templates without a system role: the system message and the preferences must still
+    reach the model, and the first user turn is where such templates expect instructions.
+    """
+    system, rest = turns[0]["content"], turns[1:]
+    if rest and rest[0]["role"] == "user":
+        return [{**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]
+    return [{"role": "user", "content": system}, *rest]
 
 
 def _renders_later_system(tokenizer: PreTrainedTokenizerBase) -> bool:

@@ -244,6 +244,37 @@ class TestRenderPrompt:
             turn("system", "A\n\nB") + turn("user", "q1") + turn("user", "q2") + ASSISTANT
         )
 
+    @pytest.mark.parametrize(
+        "reject",
+        [
+            "{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}",
+            "{% if m.role == 'system' %}{% continue %}",  # drops it silently
+        ],
+    )
+    def test_system_folded_into_user_when_template_has_no_system_role(self, reject) -> None:
+        tokenizer = tiny_tokenizer()
+        tokenizer.chat_template = (
+            "{% for m in messages %}" + reject + "{% endif %}"
+            "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+        )
+        assert template_default_system_prompt(tokenizer) is None
+        pref = f"{PREFERENCE_LABEL}P"
+        assert render_prompt(tokenizer, [HumanMessage("q")], "P") == (
+            turn("user", f"{pref}\n\nq") + ASSISTANT
+        )
+        messages = [SystemMessage("S"), HumanMessage("q1"), AIMessage("a1"), HumanMessage("q2")]
+        assert render_prompt(tokenizer, messages, "P") == (
+            turn("user", f"S\n\n{pref}\n\nq1")
+            + turn("assistant", "a1")
+            + turn("user", "q2")
+            + ASSISTANT
+        )
+        # A conversation that opens with the assistant gets a user turn for the instructions.
+        assert render_prompt(tokenizer, [AIMessage("hello"), HumanMessage("q")], "P") == (
+            turn("user", pref) + turn("assistant", "hello") + turn("user", "q") + ASSISTANT
+        )
+
     def test_final_ai_message_is_a_finished_turn(self, chatml) -> None:
         messages = [HumanMessage("q"), AIMessage("partial answer")]
         assert render_prompt(chatml, messages, None) == (

@@ -8,15 +8,17 @@ streams each personalized answer and prints its acceptance statistics.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessageChunk
 from langgraph.store.memory import InMemoryStore
+from pydantic import ValidationError
 
-from langchain_persona_judge.chat_models import ChatPersonaJudge
+from langchain_persona_judge.chat_models import MAX_SEED, ChatPersonaJudge
 from langchain_persona_judge.loading import DEFAULT_MODEL, load_model
 from langchain_persona_judge.persona_profile import PersonaProfile
 
@@ -33,6 +35,8 @@ DEMO_USERS: dict[str, list[str]] = {
     ],
 }
 DEFAULT_QUESTIONS = ["Why is the sky blue?", "How do rainbows form?"]
+
+_N = TypeVar("_N", int, float)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--temperature", type=_non_negative, default=0.7, help="0 is greedy (default 0.7)"
     )
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0, help="sampling seed (default 0)")
     return parser
 
 
 def run_demo(args: argparse.Namespace) -> None:
     questions = args.question or DEFAULT_QUESTIONS
+    llm = ChatPersonaJudge(  # validates every setting before the weights load
+        model=args.model,
+        device=args.device,
+        max_tokens=args.max_new_tokens,
+        judge_weight=args.judge_weight,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
     start = time.perf_counter()
     loaded = load_model(args.model, device=args.device, progress=_status)
     _status(f"Ready in {time.perf_counter() - start:.1f} s: {loaded.name} on {loaded.device}.")
@@ -74,16 +86,7 @@ def run_demo(args: argparse.Namespace) -> None:
         namespace = profile.namespace_for(user_id)
         for index, memory in enumerate(memories):
             store.put(namespace, f"m{index}", {"text": memory})
-    chat = profile.personalize(
-        ChatPersonaJudge(
-            model=args.model,
-            device=args.device,
-            max_tokens=args.max_new_tokens,
-            judge_weight=args.judge_weight,
-            temperature=args.temperature,
-            seed=args.seed,
-        )
-    )
+    chat = profile.personalize(llm)
 
     for user_id in DEMO_USERS:
         preferences = profile.invoke(user_id)
@@ -119,10 +122,29 @@ def _status(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _number(text: str, kind: type[_N]) -> _N:
+    """``text`` as a finite int or float, or an argparse error that says what was expected."""
+    try:
+        value = kind(text)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _number(text, int)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {value}")
     return value
 
 
@@ -133,14 +155,14 @@ def _non_empty(text: str) -> str:
 
 
 def _unit_interval(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
     return value
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
@@ -152,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "demo":
             run_demo(args)
+    except ValidationError as error:  # a setting ChatPersonaJudge rejects: its reason only
+        reason = error.errors()[0]["msg"].removeprefix("Value error, ")
+        parser.exit(2, f"{parser.prog}: error: {reason}\n")
     except (ValueError, OSError, ImportError) as error:  # bad model, device, dtype...
         parser.exit(2, f"{parser.prog}: error: {error}\n")
 

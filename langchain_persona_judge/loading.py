@@ -205,8 +205,19 @@ def _resolve_source(model: str) -> _Source:
             raise FileNotFoundError(f"GGUF file not found: {path}")
         return _gguf_source(path)
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} is a folder but not a transformers model folder (it has no "
+                f"config.json). Pass a folder written by save_pretrained, a .gguf file, a Hub "
+                f"id, or {DEFAULT_MODEL!r}."
+            )
         resolved = path.resolve()
         return _Source(location=str(resolved), name=resolved.name, is_gguf=False)
+    if path.exists():
+        raise ValueError(
+            f"{path} is a file, not a model. Pass a .gguf file, a transformers model folder, "
+            f"a Hub id, or {DEFAULT_MODEL!r}."
+        )
     if path.is_absolute() or model.startswith((".", "~")):
         # Clearly a filesystem path, not a Hub id: say so instead of asking the Hub.
         raise FileNotFoundError(f"Model folder not found: {path}")
@@ -257,7 +268,8 @@ def _load(
                 raise OSError(
                     f"Model {source.location!r} could not be found locally or on the Hugging "
                     f"Face Hub (cause: {error}). Pass a local folder, a .gguf file, or "
-                    f"{DEFAULT_MODEL!r}."
+                    f"{DEFAULT_MODEL!r}. Without network, set HF_HUB_OFFLINE=1 so a missing "
+                    "id fails at once instead of after retries."
                 ) from error
     return LoadedModel(model.eval(), tokenizer, source.name, device, dtype)
 

@@ -55,21 +55,29 @@ def test_demo_passes_model_and_device_flags(tiny_everywhere: list[dict[str, Any]
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "reason"),
     [
-        ["demo", "--max-new-tokens", "0"],
-        ["demo", "--seed", "x"],
-        ["demo", "--judge-weight", "2"],
-        ["demo", "--temperature", "-1"],
-        ["demo", "--question", " "],
-        [],
+        (["demo", "--max-new-tokens", "0"], "must be an integer >= 1, got 0"),
+        (["demo", "--max-new-tokens", "abc"], "expected an integer, got 'abc'"),
+        (["demo", "--seed", "x"], "expected an integer, got 'x'"),
+        (["demo", "--seed", "-1"], "must be an integer in [0, 2**63 - 1], got -1"),
+        (["demo", "--judge-weight", "2"], "must be in [0, 1], got 2.0"),
+        (["demo", "--judge-weight", "nan"], "must be a finite number, got 'nan'"),
+        (["demo", "--temperature", "-1"], "must be >= 0, got -1.0"),
+        (["demo", "--temperature", "inf"], "must be a finite number, got 'inf'"),
+        (["demo", "--question", " "], "must not be empty"),
+        ([], "required: command"),
     ],
 )
-def test_bad_arguments_exit_with_usage(bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_arguments_exit_with_usage(
+    bad: list[str], reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(bad)
     assert exit_info.value.code == 2
-    assert "usage: persona-judge" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "usage: persona-judge" in err
+    assert reason in err
 
 
 def test_runtime_errors_are_one_line_not_tracebacks(capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,3 +87,13 @@ def test_runtime_errors_are_one_line_not_tracebacks(capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert err.startswith("persona-judge: error: ") and "/no/such/model.gguf" in err
     assert "Traceback" not in err
+
+
+def test_bad_device_is_refused_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", "--device", "tpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("persona-judge: error: ") and "tpu" in err
+    assert "Loading" not in err and "alidation error" not in err and "Value error" not in err
+    assert len(err.strip().splitlines()) == 1

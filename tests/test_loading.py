@@ -217,6 +217,19 @@ def test_missing_local_folder(tmp_path: Path) -> None:
         load_model(str(tmp_path / "no-such-folder"), device="cpu")
 
 
+def test_folder_that_is_not_a_model(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
+        load_model(str(tmp_path), device="cpu")
+
+
+def test_file_that_is_not_a_model(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text("print('hi')")
+    with pytest.raises(ValueError, match=r"script\.py is a file, not a model"):
+        load_model(str(script), device="cpu")
+
+
 def test_missing_default_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = importlib.util.find_spec
 
@@ -238,6 +251,7 @@ def test_hub_id_not_found_is_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(OSError, match="could not be found locally or on the Hugging Face Hub") as e:
         load_model("some-org/some-model", device="cpu")
     assert e.value.__cause__ is original
+    assert "HF_HUB_OFFLINE=1" in str(e.value)
 
 
 def test_default_alias_is_case_insensitive_and_shares_the_gguf_path_entry(

@@ -12,7 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from operator import itemgetter
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import torch
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -44,6 +44,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     TypeAdapter,
     ValidationError,
@@ -76,6 +77,16 @@ _T = TypeVar("_T")
 
 # Call kwargs set by `bind_tools` / `with_structured_output` / LangChain itself, not by users.
 _INTERNAL_KWARGS = frozenset({"tools", "tool_choice", "response_format", "stream"})
+
+
+def _reject_bool(value: object) -> object:
+    """``True`` is an int to pydantic; as a count or seed it is surely a mistake."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+_Integer = Annotated[int, BeforeValidator(_reject_bool)]
 
 MAX_SEED = 2**63 - 1
 """Largest accepted ``seed`` (seeds are in [0, 2**63 - 1]; fresh seeds are drawn there too)."""
@@ -364,19 +375,19 @@ class ChatPersonaJudge(BaseChatModel):
     """Judge's share of the target distribution, in [0, 1]."""
     target: Literal["mixture", "geometric"] = "mixture"
     """Blend of the two roles: mixture of distributions or geometric (product of experts)."""
-    gamma: int = 4
+    gamma: _Integer = 4
     """Tokens the draft proposes per window (>= 1)."""
     temperature: float = 0.7
     """Sampling temperature (>= 0; 0 is greedy)."""
-    top_k: int | None = None
+    top_k: _Integer | None = None
     """Keep the k most likely tokens (>= 1), or None."""
     top_p: float | None = 0.9
     """Nucleus sampling mass in (0, 1], or None."""
-    max_tokens: int = 256
+    max_tokens: _Integer = 256
     """Maximum tokens to generate (>= 1)."""
     stop: list[str] | None = None
     """Stop sequences, combined with those of each call (a bare string is one sequence)."""
-    seed: int | None = None
+    seed: _Integer | None = None
     """Random seed in [0, 2**63 - 1]; None draws a fresh one per call (reported in
     response_metadata)."""
     device: str | None = None
@@ -679,7 +690,8 @@ class ChatPersonaJudge(BaseChatModel):
                     values[name] = _field_adapter(name).validate_python(kwargs[name])
                 except ValidationError as error:
                     raise ValueError(
-                        f"Invalid {name}={kwargs[name]!r}: {error.errors()[0]['msg']}"
+                        f"Invalid {name}={kwargs[name]!r}: "
+                        f"{error.errors()[0]['msg'].removeprefix('Value error, ')}"
                     ) from None
         return _Options(**values)
 
@@ -922,7 +934,11 @@ def _eos_token_ids(loaded: LoadedModel) -> list[int]:
 
 @functools.cache
 def _field_adapter(name: str) -> TypeAdapter[Any]:
-    annotation: Any = ChatPersonaJudge.model_fields[name].annotation
+    """Validator of one field for per-call values (with the field's own validators)."""
+    field = ChatPersonaJudge.model_fields[name]
+    annotation: Any = field.annotation
+    if field.metadata:
+        annotation = Annotated[(annotation, *field.metadata)]
     return TypeAdapter(annotation)
 
 

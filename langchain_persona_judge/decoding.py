@@ -500,9 +500,10 @@ def _check_fits_context(name: str, role: RoleModel, max_new_tokens: int) -> None
     needed = len(role.context) + max_new_tokens
     _check(
         limit is None or needed <= limit,
-        f"the {name} prompt ({len(role.context)} tokens) plus max_new_tokens "
-        f"({max_new_tokens}) needs {needed} positions, more than the model's context of "
-        f"{limit}: shorten the prompt or lower max_new_tokens",
+        f"the {name} role's prompt ({len(role.context)} tokens: the conversation with its "
+        f"preference) plus max_new_tokens ({max_new_tokens}; max_tokens in ChatPersonaJudge) "
+        f"needs {needed} positions, more than the model's context of {limit}: shorten the "
+        "conversation or the preference, or lower max_new_tokens (max_tokens)",
     )
 
 

@@ -550,6 +550,10 @@ class TestOptions:
             ({"top_p": math.nan}, "top_p must be a finite number"),
             ({"device": "tpu9"}, "Unknown device 'tpu9'"),
             ({"dtype": "float8"}, "Unknown dtype 'float8'"),
+            ({"max_tokens": True}, "expected an integer, got True"),
+            ({"gamma": False}, "expected an integer, got False"),
+            ({"top_k": True}, "expected an integer, got True"),
+            ({"seed": True}, "expected an integer, got True"),
         ],
     )
     def test_construction_validation(self, settings: dict[str, Any], message: str) -> None:
@@ -573,6 +577,8 @@ class TestOptions:
             ("temperature", math.inf, "temperature must be a finite number"),
             ("top_p", math.nan, "top_p must be a finite number"),
             ("judge_weight", math.inf, "judge_weight must be a finite number"),
+            ("max_tokens", True, "Invalid max_tokens=True: expected an integer, got True"),
+            ("gamma", True, "Invalid gamma=True: expected an integer, got True"),
         ],
     )
     def test_per_call_validation(

@@ -529,7 +529,7 @@ class ChatPersonaJudge(BaseChatModel):
             if isinstance(schema, type) and is_basemodel_subclass(schema)
             else JsonOutputKeyToolsParser(key_name=tool_name, first_tool_only=True)
         )
-        parser = RunnableLambda(functools.partial(_require_tool_call, tool_name)) | tools_parser
+        parser = RunnableLambda(functools.partial(_parse_tool_output, tool_name, tools_parser))
         if not include_raw:
             return llm | parser
         parsed = RunnablePassthrough.assign(
@@ -844,6 +844,30 @@ def _require_tool_call(tool_name: str, message: BaseMessage) -> BaseMessage:
         reasons.append(f"Text: {_clip(text)!r}")
     raw = "\n".join([text, *(str(call["args"]) for call in invalid)]).strip()
     raise OutputParserException(" ".join(reasons), llm_output=raw)
+
+
+def _parse_tool_output(
+    tool_name: str, tools_parser: Runnable[Any, Any], message: BaseMessage
+) -> Any:
+    """The schema object from ``message``'s call of ``tool_name``; else raise why there is none.
+
+    Arguments that do not fit the schema raise ``OutputParserException`` too (LangChain's
+    parser would raise a bare pydantic ``ValidationError``), naming each mismatch.
+    """
+    _require_tool_call(tool_name, message)
+    try:
+        return tools_parser.invoke(message)
+    except ValidationError as error:
+        calls = message.tool_calls if isinstance(message, AIMessage) else []
+        arguments = json.dumps(next(c["args"] for c in calls if c["name"] == tool_name))
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors()
+        )
+        raise OutputParserException(
+            f"ChatPersonaJudge's {tool_name!r} call does not match the schema ({problems}). "
+            f"Arguments: {_clip(arguments)}",
+            llm_output=arguments,
+        ) from error
 
 
 def _clip(text: str, limit: int = 1000) -> str:

@@ -855,6 +855,21 @@ class TestTools:
         assert "max_tokens" not in str(caught.value)
         assert "not valid JSON" in str(caught.value)
 
+    def test_structured_output_not_matching_the_schema_raises(self, script: Any) -> None:
+        script(" 2}}\n</tool_call>")  # the prefill asks for "name"; the model gives a number
+        llm = llm_for_tests()
+        with pytest.raises(OutputParserException) as caught:
+            llm.with_structured_output(Big).invoke("Invent a person.")
+        message = str(caught.value)
+        assert "'Big' call does not match the schema" in message
+        assert "name: Input should be a valid string" in message
+        assert "age: Field required" in message
+        assert caught.value.llm_output == '{"name": 2}'
+        result = llm.with_structured_output(Big, include_raw=True).invoke("?")
+        assert isinstance(result, dict)
+        assert result["parsed"] is None
+        assert "does not match the schema" in str(result["parsing_error"])
+
     def test_structured_output_error_clips_long_output(self, script: Any) -> None:
         script(' "' + "ab" * 800, eos=False)
         with pytest.raises(OutputParserException) as caught:

@@ -477,9 +477,10 @@ class ChatPersonaJudge(BaseChatModel):
 
         ``method="function_calling"`` (default; ``"json_schema"`` is treated the same) forces
         a call of a tool built from ``schema``, prefilling its name. When the answer holds no
-        valid call of it (e.g. cut off by ``max_tokens``), parsing raises an
-        ``OutputParserException`` that says why and shows the model's output (with
-        ``include_raw=True`` it is the ``parsing_error``); it never returns None.
+        valid call of it (e.g. cut off by ``max_tokens``) or its arguments do not fit
+        ``schema``, parsing raises an ``OutputParserException`` that says why and shows the
+        model's output (with ``include_raw=True`` it is the ``parsing_error``); it never
+        returns None.
         ``method="json_mode"`` prefills the answer with ``{`` and parses it as JSON (into
         ``schema`` when it is a pydantic class); describe the keys in the prompt. ``strict``
         is accepted and ignored.

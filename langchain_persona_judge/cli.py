@@ -11,7 +11,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessageChunk
@@ -53,16 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_empty,
         help="a question to ask both users (repeatable; default: two built-in questions)",
     )
-    demo.add_argument("--max-new-tokens", type=_positive_int, default=80)
+    demo.add_argument(
+        "--max-new-tokens", type=_number_in(int, 1, None, "an integer >= 1"), default=80
+    )
     demo.add_argument("--model", default=DEFAULT_MODEL, help="model alias, .gguf, folder or id")
     demo.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     demo.add_argument(
-        "--judge-weight", type=_unit_interval, default=0.5, help="w in [0, 1] (default 0.5)"
+        "--judge-weight",
+        type=_number_in(float, 0.0, 1.0, "in [0, 1]"),
+        default=0.5,
+        help="w in [0, 1] (default 0.5)",
     )
     demo.add_argument(
-        "--temperature", type=_non_negative, default=0.7, help="0 is greedy (default 0.7)"
+        "--temperature",
+        type=_number_in(float, 0.0, None, ">= 0"),
+        default=0.7,
+        help="0 is greedy (default 0.7)",
     )
-    demo.add_argument("--seed", type=_seed, default=0, help="sampling seed (default 0)")
+    demo.add_argument(
+        "--seed",
+        type=_number_in(int, 0, MAX_SEED, "an integer in [0, 2**63 - 1]"),
+        default=0,
+        help="sampling seed (default 0)",
+    )
     return parser
 
 
@@ -122,50 +135,28 @@ def _status(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _number(text: str, kind: type[_N]) -> _N:
-    """``text`` as a finite int or float, or an argparse error that says what was expected."""
-    try:
-        value = kind(text)
-    except ValueError:
-        expected = "an integer" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
+def _number_in(kind: type[_N], low: _N, high: _N | None, requirement: str) -> Callable[[str], _N]:
+    """An argparse type: ``text`` as a finite ``kind`` in [low, high], else a clear error."""
 
+    def parse(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
+        return value
 
-def _positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    value = _number(text, int)
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {value}")
-    return value
+    return parse
 
 
 def _non_empty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return text
-
-
-def _unit_interval(text: str) -> float:
-    value = _number(text, float)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> None:

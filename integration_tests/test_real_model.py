@@ -8,6 +8,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.store.memory import InMemoryStore
+from pydantic import BaseModel, Field
 
 from langchain_persona_judge import ChatPersonaJudge, PersonaProfile, persona_judge_decode
 from langchain_persona_judge.loading import LoadedModel
@@ -171,3 +172,24 @@ def test_research_reproduction_mode_runs_end_to_end() -> None:
     )
     message = llm.invoke(QUESTION)
     assert message.response_metadata["persona_judge"]["emitted"] == 12  # EOS is ignored
+
+
+class GetWeather(BaseModel):
+    """Get the current weather in a city."""
+
+    city: str = Field(description="The city, e.g. Paris")
+
+
+def test_forced_tool_call_and_structured_output() -> None:
+    # The forced prefill makes even the 135M model answer with a parseable call.
+    llm = ChatPersonaJudge(temperature=0, max_tokens=32)
+    message = llm.bind_tools([GetWeather], tool_choice="GetWeather").invoke(
+        "What is the weather like in Paris?"
+    )
+    assert isinstance(message, AIMessage)
+    assert [call["name"] for call in message.tool_calls] == ["GetWeather"]
+    assert "paris" in message.tool_calls[0]["args"]["city"].lower()
+    assert message.response_metadata["finish_reason"] == "stop"  # ended with the block
+    weather = llm.with_structured_output(GetWeather).invoke("What is the weather in Rome?")
+    assert isinstance(weather, GetWeather)
+    assert "rome" in weather.city.lower()

@@ -294,7 +294,14 @@ def _from_pretrained(
     location: str, device: torch.device, dtype: torch.dtype
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Tokenizer and causal LM from a folder or Hub id, weights placed straight on `device`."""
-    tokenizer = AutoTokenizer.from_pretrained(location)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except ValueError as error:  # e.g. a folder without tokenizer files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ValueError(
+            f"Could not load a tokenizer for {location!r} ({first_line}). A model folder "
+            "needs its tokenizer files too: save them with tokenizer.save_pretrained(folder)."
+        ) from error
     model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, device_map=device)
     return model, tokenizer
 
@@ -319,10 +326,16 @@ def _convert_gguf(path: Path, folder: Path) -> None:
     config) and given the de-quantized state dict. Writing happens in a temporary folder that is
     renamed into place, so a crash never leaves a half-written cache.
     """
-    gguf_tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32
-    )
+    try:
+        gguf_tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=torch.float32
+        )
+    except Exception as error:  # a damaged file fails anywhere in the reader (struct.error...)
+        raise ValueError(
+            f"Could not read {path} as a GGUF model ({type(error).__name__}: {error}). The "
+            "file may be truncated or damaged: download it again, or pass another model."
+        ) from error
     config = copy.deepcopy(gguf_model.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config

@@ -230,6 +230,19 @@ def test_file_that_is_not_a_model(tmp_path: Path) -> None:
         load_model(str(script), device="cpu")
 
 
+def test_damaged_gguf_file(tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.gguf"
+    damaged.write_bytes(b"GGUFjunk\n")  # the magic, then too few bytes for a header
+    with pytest.raises(ValueError, match=r"Could not read .*damaged\.gguf as a GGUF model"):
+        load_model(str(damaged), device="cpu")
+
+
+def test_folder_without_tokenizer_files(tmp_path: Path) -> None:
+    tiny_llama(32, seed=0).save_pretrained(tmp_path)  # weights and config, no tokenizer
+    with pytest.raises(ValueError, match=r"Could not load a tokenizer.*save_pretrained"):
+        load_model(str(tmp_path), device="cpu")
+
+
 def test_missing_default_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = importlib.util.find_spec
 

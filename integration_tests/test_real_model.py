@@ -193,3 +193,7 @@ def test_forced_tool_call_and_structured_output() -> None:
     weather = llm.with_structured_output(GetWeather).invoke("What is the weather in Rome?")
     assert isinstance(weather, GetWeather)
     assert "rome" in weather.city.lower()
+    personalized = PersonaProfile(memories=["Prefers short answers"]).personalize(llm)
+    weather = personalized.with_structured_output(GetWeather).invoke("Weather in Oslo?")
+    assert isinstance(weather, GetWeather)
+    assert "oslo" in weather.city.lower()

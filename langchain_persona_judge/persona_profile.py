@@ -548,14 +548,13 @@ class PersonaProfile(RunnableSerializable[PersonaProfileInput, PersonaPreference
         label = encode_user_id(user_id)
         return tuple(label if part == _USER_ID_LABEL else part for part in self.namespace)
 
-    def personalize(
-        self, chat_model: Runnable[LanguageModelInput, BaseMessage]
-    ) -> PersonalizedChat:
+    def personalize(self, chat_model: Runnable[LanguageModelInput, Any]) -> PersonalizedChat:
         """A chat runnable that decodes each call with the calling user's preferences.
 
         See :class:`PersonalizedChat`. ``chat_model`` is a ``ChatPersonaJudge`` or any
-        chat model (or binding, e.g. ``bind_tools``) whose ``invoke``/``stream``
-        accept ``draft_preference``/``judge_preference`` keyword arguments.
+        chat model (or runnable made from one: ``bind_tools``, ``with_structured_output``)
+        whose ``invoke``/``stream`` accept ``draft_preference``/``judge_preference``
+        keyword arguments.
         """
         return PersonalizedChat(profile=self, chat_model=chat_model)
 
@@ -698,8 +697,9 @@ PersonalizedChatInput = Any
 """Chat input (``LanguageModelInput``: messages, str, PromptValue) or a dict with
 ``"messages"``. Typed ``Any`` so that LangGraph's ``StateGraph.add_node``, whose
 typing wants a ``Runnable[State, ...]``, accepts a :class:`PersonalizedChat`."""
-PersonalizedChatOutput = BaseMessage | dict[str, list[BaseMessage]]
-"""The reply message, or ``{"messages": [reply]}`` for dict input."""
+PersonalizedChatOutput = Any
+"""The reply message (or what the chat runnable returns, e.g. a structured-output object),
+or ``{"messages": [reply]}`` for dict input."""
 
 
 class _MessagesUpdate(dict[str, list[BaseMessage]]):
@@ -739,9 +739,13 @@ def _used_persona(prefs: PersonaPreferences, kwargs: Mapping[str, Any]) -> dict[
     return persona
 
 
-def _with_persona(message: BaseMessage, persona: dict[str, Any]) -> BaseMessage:
-    metadata = {**message.response_metadata, "persona": persona}
-    return message.model_copy(update={"response_metadata": metadata})
+def _with_persona(reply: Any, persona: dict[str, Any]) -> Any:
+    """A reply message with the persona in its metadata; other outputs (parsed structured
+    output) have no metadata to carry it and pass unchanged."""
+    if not isinstance(reply, BaseMessage):
+        return reply
+    metadata = {**reply.response_metadata, "persona": persona}
+    return reply.model_copy(update={"response_metadata": metadata})
 
 
 class PersonalizedChat(RunnableSerializable[PersonalizedChatInput, PersonalizedChatOutput]):
@@ -784,7 +788,33 @@ class PersonalizedChat(RunnableSerializable[PersonalizedChatInput, PersonalizedC
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     profile: PersonaProfile
-    chat_model: Runnable[LanguageModelInput, BaseMessage]
+    chat_model: Runnable[LanguageModelInput, Any]
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> PersonalizedChat:
+        """This chat with ``tools`` bound to its chat model (``chat_model.bind_tools``)."""
+        return self._personalized(self._chat_model_method("bind_tools")(tools, **kwargs))
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> PersonalizedChat:
+        """This chat answering with ``schema`` objects (``chat_model.with_structured_output``).
+
+        Its output is the parsed object, without persona metadata; use chat input (messages
+        or a str), not a LangGraph node's dict.
+        """
+        return self._personalized(
+            self._chat_model_method("with_structured_output")(schema, **kwargs)
+        )
+
+    def _personalized(self, chat_model: Runnable[LanguageModelInput, Any]) -> PersonalizedChat:
+        return PersonalizedChat(profile=self.profile, chat_model=chat_model)
+
+    def _chat_model_method(self, name: str) -> Callable[..., Runnable[LanguageModelInput, Any]]:
+        method = getattr(self.chat_model, name, None)
+        if method is None:
+            raise AttributeError(
+                f"{type(self.chat_model).__name__} has no {name}(); personalize a chat model "
+                f"(e.g. ChatPersonaJudge) to use {name}, or call it before personalize()."
+            )
+        return cast("Callable[..., Runnable[LanguageModelInput, Any]]", method)
 
     @override
     def invoke(
@@ -879,5 +909,13 @@ class PersonalizedChat(RunnableSerializable[PersonalizedChatInput, PersonalizedC
             first = False
 
 
-def _output(message: BaseMessage, as_update: bool) -> PersonalizedChatOutput:
-    return _MessagesUpdate(messages=[message]) if as_update else message
+def _output(reply: Any, as_update: bool) -> PersonalizedChatOutput:
+    if not as_update:
+        return reply
+    if not isinstance(reply, BaseMessage):
+        raise TypeError(
+            f"For dict input (a LangGraph MessagesState node) the chat runnable must return "
+            f"messages, but it returned {type(reply).__name__}. Call structured output with "
+            "chat input (messages or a str) instead, or parse the reply in a later node."
+        )
+    return _MessagesUpdate(messages=[reply])

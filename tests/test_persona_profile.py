@@ -13,10 +13,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.store.memory import InMemoryStore
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from langchain_persona_judge.persona_profile import (
     NEUTRAL_DRAFT,
@@ -327,6 +327,44 @@ def test_personalize_plain_inputs_and_explicit_kwargs_win() -> None:
     personalized.invoke([HumanMessage("hi")], judge_preference="override")
     assert [c["judge_preference"] for c in chat.calls] == [JUDGE + "Is a nurse.", "override"]
     assert chat.calls[1]["draft_preference"] == NEUTRAL_DRAFT
+
+
+class Reply(BaseModel):
+    text: str
+
+
+class ToolRecordingChat(RecordingChat):
+    """RecordingChat with tool binding (records the tool names) and structured output."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Runnable[Any, BaseMessage]:
+        return self.bind(tools=[tool.__name__ for tool in tools], **kwargs)
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> Runnable[Any, Any]:
+        return self | RunnableLambda(lambda message: schema(text=message.text))
+
+
+def test_personalized_tools_and_structured_output() -> None:
+    chat = ToolRecordingChat()
+    personalized = PersonaProfile(memories=["Is a nurse"]).personalize(chat)
+    with_tools = personalized.bind_tools([Reply], tool_choice="any")
+    reply = with_tools.invoke("hi")
+    assert chat.calls[-1]["tools"] == ["Reply"] and chat.calls[-1]["tool_choice"] == "any"
+    assert chat.calls[-1]["judge_preference"] == JUDGE + "Is a nurse."
+    assert reply.response_metadata["persona"]["judge_preference"] == JUDGE + "Is a nurse."
+
+    for structured in (
+        personalized.with_structured_output(Reply),
+        PersonaProfile(memories=["Is a nurse"]).personalize(chat.with_structured_output(Reply)),
+    ):
+        assert structured.invoke("hi") == Reply(text="Hello there!")
+        assert chat.calls[-1]["judge_preference"] == JUDGE + "Is a nurse."
+        assert list(structured.stream("hi")) == [Reply(text="Hello there!")]
+        with pytest.raises(TypeError, match="must return messages, but it returned Reply"):
+            structured.invoke({"messages": ["hi"]})
+
+    no_tools = PersonaProfile().personalize(RunnableLambda(lambda _: AIMessage("x")))
+    with pytest.raises(AttributeError, match=r"RunnableLambda has no bind_tools\(\)"):
+        no_tools.bind_tools([Reply])
 
 
 def test_metadata_reports_the_preferences_used() -> None:

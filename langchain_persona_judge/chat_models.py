@@ -808,7 +808,8 @@ def _answer_parts(
     text: str, kwargs: dict[str, Any]
 ) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
     if _offers_tools(kwargs):
-        return parse_tool_calls(text)
+        names = _tool_names([convert_to_openai_tool(tool) for tool in kwargs["tools"]])
+        return parse_tool_calls(text, tool_names=names)
     return text, [], []
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import (
@@ -296,7 +296,9 @@ def tool_calls_ended(text: str) -> bool:
     return bool(rest) and not may_open_another
 
 
-def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
+def parse_tool_calls(
+    text: str, tool_names: Collection[str] | None = None
+) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
     """Split model output into content, parsed tool calls and unparseable ones.
 
     Blocks are ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``; the closing tag of
@@ -304,7 +306,8 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCa
     is ignored; ``"parameters"`` is accepted for ``"arguments"``, and arguments given as a JSON
     string are decoded. Ids are generated (``call_<hex>``). An invalid call's ``args`` is the
     raw block as the model wrote it; its ``name`` is read from the block's leading ``"name"``
-    entry even when the block is not valid JSON (e.g. cut off by ``max_tokens``).
+    entry even when the block is not valid JSON (e.g. cut off by ``max_tokens``). Given
+    ``tool_names``, a call of any other name (small models invent some) is invalid too.
     """
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
@@ -318,6 +321,8 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCa
         name, args, error = _parse_call(body)
         if name is None:
             name = _leading_name(body)
+        if error is None and tool_names is not None and name not in tool_names:
+            error = f"{name!r} is not one of the offered tools {sorted(tool_names)}."
         if error is None and name is not None and args is not None:
             calls.append(tool_call(name=name, args=args, id=call_id))
         else:

@@ -714,6 +714,20 @@ class TestTools:
         ]
         assert decode(tokenizer, decoder.calls[0].judge_ids).endswith(tool_call_prefix(None))
 
+    def test_invented_tool_name_is_an_invalid_call(self, script: Any) -> None:
+        script('weather_city", "arguments": {"city": "Paris"}}\n</tool_call>')
+        llm = llm_for_tests().bind_tools([GetWeather, GetTime], tool_choice="any")
+        message = llm.invoke("weather?")
+        assert message.tool_calls == []
+        (invalid,) = message.invalid_tool_calls
+        assert invalid["name"] == "weather_city"
+        assert invalid["error"] == (
+            "'weather_city' is not one of the offered tools ['GetTime', 'GetWeather']."
+        )
+        streamed = aggregate(list(llm.stream("weather?")))  # chunks carry no error text
+        assert streamed.tool_calls == []
+        assert [c["name"] for c in streamed.invalid_tool_calls] == ["weather_city"]
+
     def test_auto_tool_choice_with_text(self, script: Any) -> None:
         text = 'Let me check.\n<tool_call>\n{"name": "GetWeather", "arguments": {"city": "Oslo"}}\n'
         decoder = script(text + "</tool_call>\nIt is sunny.")

@@ -372,6 +372,18 @@ class TestToolCalls:
             "</tool_call>"
         )
 
+    def test_calls_of_unknown_tools_are_invalid(self) -> None:
+        known = '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
+        unknown = '<tool_call>{"name": "get_wether", "arguments": {"city": "Oslo"}}</tool_call>'
+        _, calls, invalid = parse_tool_calls(known + unknown, tool_names=["get_weather"])
+        assert [c["name"] for c in calls] == ["get_weather"]
+        assert [(c["name"], c["args"]) for c in invalid] == [("get_wether", unknown)]
+        assert invalid[0]["error"] == (
+            "'get_wether' is not one of the offered tools ['get_weather']."
+        )
+        _, calls, invalid = parse_tool_calls(known + unknown)  # no names given: both valid
+        assert len(calls) == 2 and invalid == []
+
     def test_valid_calls(self) -> None:
         text = (
             "Checking.\n<tool_call>\n"

@@ -28,12 +28,14 @@ Tool calling by prompting
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+from jinja2.exceptions import TemplateError
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -243,7 +245,7 @@ def render_prompt(
     native_tools: list[dict[Any, Any] | Callable[..., Any]] | None = (
         list(tools) if tools and native else None
     )
-    return _render(tokenizer, turns, tools=native_tools) + assistant_prefix
+    return _render_conversation(tokenizer, turns, native_tools) + assistant_prefix
 
 
 def role_input_ids(
@@ -439,6 +441,48 @@ def _merge_system_turns(
     if not system_texts:
         return rest
     return [{"role": "system", "content": "\n\n".join(system_texts)}, *rest]
+
+
+def _render_conversation(
+    tokenizer: PreTrainedTokenizerBase,
+    turns: list[ChatTurn],
+    tools: list[dict[Any, Any] | Callable[..., Any]] | None,
+) -> str:
+    """Render ``turns``; for templates that demand alternating roles (they raise on two user
+    turns in a row, e.g. two tool results), consecutive turns of one role are joined."""
+    try:
+        return _render(tokenizer, turns, tools=tools)
+    except TemplateError as error:
+        joined = _join_consecutive_roles(turns)
+        if joined != turns:
+            with contextlib.suppress(TemplateError):
+                return _render(tokenizer, joined, tools=tools)
+        raise ValueError(
+            f"The model's chat template rejected this conversation: {error}. Check the order "
+            "of the messages (many templates need user and assistant turns to alternate)."
+        ) from error
+
+
+def _join_consecutive_roles(turns: list[ChatTurn]) -> list[ChatTurn]:
+    """``turns`` with each run of plain text turns of one role joined into one turn."""
+    joined: list[ChatTurn] = []
+    for turn in turns:
+        previous = joined[-1] if joined else None
+        if (
+            previous
+            and _is_plain(previous)
+            and _is_plain(turn)
+            and previous["role"] == turn["role"]
+        ):
+            content = f"{previous['content']}\n\n{turn['content']}"
+            joined[-1] = {"role": turn["role"], "content": content}
+        else:
+            joined.append(turn)
+    return joined
+
+
+def _is_plain(turn: ChatTurn) -> bool:
+    return set(turn) == {"role", "content"}
 
 
 def _renders_system(tokenizer: PreTrainedTokenizerBase) -> bool:

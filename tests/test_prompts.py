@@ -275,6 +275,27 @@ class TestRenderPrompt:
             turn("user", pref) + turn("assistant", "hello") + turn("user", "q") + ASSISTANT
         )
 
+    def test_consecutive_turns_joined_when_template_demands_alternation(self) -> None:
+        tokenizer = tiny_tokenizer()
+        tokenizer.chat_template = (  # Mistral/Gemma style: roles must alternate
+            "{% for m in messages %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
+            "{{ raise_exception('Conversation roles must alternate') }}{% endif %}"
+            "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+        )
+        messages = [
+            HumanMessage("q1"),
+            AIMessage("", tool_calls=[{"name": "f", "args": {}, "id": "a"}]),
+            ToolMessage("r1", tool_call_id="a"),
+            ToolMessage("r2", tool_call_id="a"),
+            HumanMessage("q2"),
+        ]
+        rendered = render_prompt(tokenizer, messages, None)
+        assert rendered.count("<|im_start|>user") == 2
+        assert "Tool result for f (id a): r1\n\nTool result for f (id a): r2\n\nq2" in rendered
+        with pytest.raises(ValueError, match="chat template rejected this conversation"):
+            render_prompt(tokenizer, [AIMessage("a"), HumanMessage("q")], None)
+
     def test_final_ai_message_is_a_finished_turn(self, chatml) -> None:
         messages = [HumanMessage("q"), AIMessage("partial answer")]
         assert render_prompt(chatml, messages, None) == (

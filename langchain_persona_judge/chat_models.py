@@ -80,13 +80,14 @@ _INTERNAL_KWARGS = frozenset({"tools", "tool_choice", "response_format", "stream
 
 
 def _reject_bool(value: object) -> object:
-    """``True`` is an int to pydantic; as a count or seed it is surely a mistake."""
+    """``True`` is a number to pydantic; as a setting it is surely a mistake."""
     if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {value!r}")
+        raise ValueError(f"expected a number, got {value!r}")
     return value
 
 
 _Integer = Annotated[int, BeforeValidator(_reject_bool)]
+_Number = Annotated[float, BeforeValidator(_reject_bool)]
 
 MAX_SEED = 2**63 - 1
 """Largest accepted ``seed`` (seeds are in [0, 2**63 - 1]; fresh seeds are drawn there too)."""
@@ -371,17 +372,17 @@ class ChatPersonaJudge(BaseChatModel):
     """Preference (persona) of the draft role; None or "" leaves its prompt unchanged."""
     judge_preference: str | None = None
     """Preference (persona) of the judge role; None or "" leaves its prompt unchanged."""
-    judge_weight: float = 0.5
+    judge_weight: _Number = 0.5
     """Judge's share of the target distribution, in [0, 1]."""
     target: Literal["mixture", "geometric"] = "mixture"
     """Blend of the two roles: mixture of distributions or geometric (product of experts)."""
     gamma: _Integer = 4
     """Tokens the draft proposes per window (>= 1)."""
-    temperature: float = 0.7
+    temperature: _Number = 0.7
     """Sampling temperature (>= 0; 0 is greedy)."""
     top_k: _Integer | None = None
     """Keep the k most likely tokens (>= 1), or None."""
-    top_p: float | None = 0.9
+    top_p: _Number | None = 0.9
     """Nucleus sampling mass in (0, 1], or None."""
     max_tokens: _Integer = 256
     """Maximum tokens to generate (>= 1)."""

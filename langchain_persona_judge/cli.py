@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a question to ask both users (repeatable; default: two built-in questions)",
     )
     demo.add_argument(
-        "--max-new-tokens", type=_number_in(int, 1, None, "an integer >= 1"), default=80
+        "--max-new-tokens",
+        type=_number_in(int, 1, None, "an integer >= 1"),
+        default=80,
+        help="tokens per answer at most (default 80)",
     )
     demo.add_argument("--model", default=DEFAULT_MODEL, help="model alias, .gguf, folder or id")
     demo.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")

@@ -550,10 +550,13 @@ class TestOptions:
             ({"top_p": math.nan}, "top_p must be a finite number"),
             ({"device": "tpu9"}, "Unknown device 'tpu9'"),
             ({"dtype": "float8"}, "Unknown dtype 'float8'"),
-            ({"max_tokens": True}, "expected an integer, got True"),
-            ({"gamma": False}, "expected an integer, got False"),
-            ({"top_k": True}, "expected an integer, got True"),
-            ({"seed": True}, "expected an integer, got True"),
+            ({"max_tokens": True}, "expected a number, got True"),
+            ({"gamma": False}, "expected a number, got False"),
+            ({"top_k": True}, "expected a number, got True"),
+            ({"seed": True}, "expected a number, got True"),
+            ({"temperature": True}, "expected a number, got True"),
+            ({"judge_weight": True}, "expected a number, got True"),
+            ({"top_p": False}, "expected a number, got False"),
         ],
     )
     def test_construction_validation(self, settings: dict[str, Any], message: str) -> None:
@@ -577,8 +580,8 @@ class TestOptions:
             ("temperature", math.inf, "temperature must be a finite number"),
             ("top_p", math.nan, "top_p must be a finite number"),
             ("judge_weight", math.inf, "judge_weight must be a finite number"),
-            ("max_tokens", True, "Invalid max_tokens=True: expected an integer, got True"),
-            ("gamma", True, "Invalid gamma=True: expected an integer, got True"),
+            ("max_tokens", True, "Invalid max_tokens=True: expected a number, got True"),
+            ("gamma", True, "Invalid gamma=True: expected a number, got True"),
         ],
     )
     def test_per_call_validation(

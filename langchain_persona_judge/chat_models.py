@@ -409,6 +409,9 @@ class ChatPersonaJudge(BaseChatModel):
     @model_validator(mode="after")
     def validate_settings(self) -> Self:
         self._options({}).check()
+        for name in ("model", "draft_model"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise ValueError(f"{name} is empty: pass {DEFAULT_MODEL!r}, a path or a Hub id.")
         # Checked here, not at the first call: loading the weights is when they would fail.
         resolve_dtype(self.dtype, resolve_device(self.device))
         return self

@@ -197,6 +197,10 @@ def _ignore(message: str) -> None:
 
 def _resolve_source(model: str) -> _Source:
     """Classify `model` and give it a stable location (the cache key) and a readable name."""
+    if not model.strip():
+        raise ValueError(
+            f"model is empty: pass {DEFAULT_MODEL!r}, a .gguf file, a model folder or a Hub id."
+        )
     if model.strip().lower() == DEFAULT_MODEL:
         return _gguf_source(_default_gguf_path())
     path = Path(model).expanduser()

@@ -555,6 +555,8 @@ class TestOptions:
             ({"top_k": True}, "expected a number, got True"),
             ({"seed": True}, "expected a number, got True"),
             ({"temperature": True}, "expected a number, got True"),
+            ({"model": " "}, "model is empty"),
+            ({"draft_model": ""}, "draft_model is empty"),
             ({"judge_weight": True}, "expected a number, got True"),
             ({"top_p": False}, "expected a number, got False"),
         ],

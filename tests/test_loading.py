@@ -217,6 +217,11 @@ def test_missing_local_folder(tmp_path: Path) -> None:
         load_model(str(tmp_path / "no-such-folder"), device="cpu")
 
 
+def test_empty_model_name() -> None:
+    with pytest.raises(ValueError, match="model is empty"):
+        load_model("", device="cpu")
+
+
 def test_folder_that_is_not_a_model(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(FileNotFoundError, match=r"no config\.json"):

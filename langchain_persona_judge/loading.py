@@ -310,15 +310,29 @@ def _from_pretrained(
     return model, tokenizer
 
 
+_FINGERPRINT_SAMPLES = 64
+_FINGERPRINT_CHUNK = 64 * 1024
+
+
 def _cache_root() -> Path:
     """`$PERSONA_JUDGE_CACHE`, else ~/.cache/langchain-persona-judge (read per call for tests)."""
     return Path(os.environ.get(_CACHE_ENV) or _DEFAULT_CACHE).expanduser()
 
 
 def _cache_folder_name(path: Path) -> str:
-    """Name + size + mtime: a file replaced in place gets a new folder, so it is reconverted."""
-    stat = path.stat()
-    digest = hashlib.sha256(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    """The file's name and a fingerprint of its contents: its size and evenly spread samples.
+
+    Content rather than modification time, so every install of the same file (each new
+    virtualenv) shares one conversion, while a file with other weights (different bytes
+    throughout) gets its own. Sampling reads a few MiB, fast even for multi-GB files; a small
+    file is read whole.
+    """
+    size = path.stat().st_size
+    digest = hashlib.sha256(f"{path.name}\0{size}".encode())
+    with path.open("rb") as file:
+        for index in range(_FINGERPRINT_SAMPLES):
+            file.seek(index * max(0, size - _FINGERPRINT_CHUNK) // (_FINGERPRINT_SAMPLES - 1))
+            digest.update(file.read(_FINGERPRINT_CHUNK))
     return f"{path.name[: -len('.gguf')]}-{digest.hexdigest()[:16]}"
 
 

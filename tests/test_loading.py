@@ -419,6 +419,22 @@ def test_changed_gguf_is_reconverted(
     assert not torch.equal(logits(first.model, ids), logits(second.model, ids))
 
 
+def test_same_file_installed_again_reuses_the_conversion(
+    tiny_gguf: Path, tmp_path: Path, isolated_cache: Path, convert_spy: list[Path]
+) -> None:
+    # A new virtualenv installs the same file elsewhere, with a new modification time.
+    load_model(str(tiny_gguf), device="cpu")
+    clear_model_cache()
+    reinstalled = tmp_path / "another-venv" / tiny_gguf.name
+    reinstalled.parent.mkdir()
+    reinstalled.write_bytes(tiny_gguf.read_bytes())
+    stat = reinstalled.stat()
+    os.utime(reinstalled, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    load_model(str(reinstalled), device="cpu")
+    assert convert_spy == [tiny_gguf.resolve()]
+    assert len(list(isolated_cache.iterdir())) == 1
+
+
 def test_corrupt_cache_is_reconverted(
     tiny_gguf: Path, isolated_cache: Path, convert_spy: list[Path]
 ) -> None:

@@ -180,6 +180,12 @@ class GetWeather(BaseModel):
     city: str = Field(description="The city, e.g. Paris")
 
 
+class GetTime(BaseModel):
+    """Get the current time in a time zone."""
+
+    zone: str = Field(description="The time zone, e.g. CET")
+
+
 def test_forced_tool_call_and_structured_output() -> None:
     # The forced prefill makes even the 135M model answer with a parseable call.
     llm = ChatPersonaJudge(temperature=0, max_tokens=32)
@@ -193,6 +199,13 @@ def test_forced_tool_call_and_structured_output() -> None:
     weather = llm.with_structured_output(GetWeather).invoke("What is the weather in Rome?")
     assert isinstance(weather, GetWeather)
     assert "rome" in weather.city.lower()
+    # "any" over several tools: exactly one call, always of an offered tool.
+    several = llm.bind_tools([GetWeather, GetTime], tool_choice="any")
+    for question in ("What is the weather in Oslo?", "What time is it in Tokyo?"):
+        reply = several.invoke(question)
+        assert isinstance(reply, AIMessage)
+        names = [c["name"] for c in [*reply.tool_calls, *reply.invalid_tool_calls]]
+        assert len(names) == 1 and names[0] in {"GetWeather", "GetTime"}
     personalized = PersonaProfile(memories=["Prefers short answers"]).personalize(llm)
     weather = personalized.with_structured_output(GetWeather).invoke("Weather in Oslo?")
     assert isinstance(weather, GetWeather)

@@ -53,7 +53,12 @@ from pydantic import (
 )
 from typing_extensions import Self
 
-from langchain_persona_judge.decoding import DecodeSettings, DecodeStats, stream_persona_judge
+from langchain_persona_judge.decoding import (
+    DecodeSettings,
+    DecodeStats,
+    ending_log_probs,
+    stream_persona_judge,
+)
 from langchain_persona_judge.loading import (
     DEFAULT_MODEL,
     LoadedModel,
@@ -72,6 +77,7 @@ from langchain_persona_judge.prompts import (
     tool_call_prefix,
     tool_calls_ended,
 )
+from langchain_persona_judge.sampling import sample
 
 _T = TypeVar("_T")
 
@@ -292,9 +298,12 @@ class ChatPersonaJudge(BaseChatModel):
         ``tool_choice`` (a tool name, ``"any"`` or ``"required"``) prefills the start of the
         block for both roles (for a named tool, up to its first argument's key), so even a
         small model answers with a parseable call; generation then ends with the block.
-        Otherwise (``"auto"``) the model may write text, then one or more blocks in a row;
-        generation ends once other text follows the last block (often an invented result).
-        With ``"any"`` over several tools a small model may invent a tool name.
+        With ``"any"`` over several tools, the tool is chosen first: each tool's prefill is
+        scored under the target (greedy: the most likely; else drawn in proportion), so the
+        name is always one of the tools. Otherwise (``"auto"``) the model may write text,
+        then one or more blocks in a row; generation ends once other text follows the last
+        block (often an invented result). A call of a name that was not offered is returned
+        in ``invalid_tool_calls``.
 
     Structured output:
         .. code-block:: python
@@ -622,9 +631,9 @@ class ChatPersonaJudge(BaseChatModel):
         """
         options = self._options(kwargs)
         options.check()
-        tools, prefix = _tool_setup(kwargs)
+        tools, prefixes = _tool_setup(kwargs)
         stops = self._stop_sequences(stop)
-        if prefix.startswith(TOOL_CALL_OPEN):
+        if prefixes[0].startswith(TOOL_CALL_OPEN):
             stops.append(TOOL_CALL_CLOSE)  # a forced choice asks for one call: end after it
         if not messages:
             raise ValueError("No messages: pass at least one message (e.g. a HumanMessage).")
@@ -637,16 +646,16 @@ class ChatPersonaJudge(BaseChatModel):
             messages,
             research_layout=options.reproduce_research_code,
             tools=tools,
-            assistant_prefix=prefix,
         )
-        draft_ids = role_ids(options.draft_preference)
-        judge_ids = role_ids(options.judge_preference)
         # A CPU generator works with every device, and a seed gives the same random stream
         # wherever the model runs; the decoder samples on the generator's device.
         generator = torch.Generator()
         # A fresh seed is kept in the accepted range, so the reported seed can be passed back.
         seed = generator.seed() & MAX_SEED if options.seed is None else options.seed
         generator.manual_seed(seed)
+        prefix = _choose_prefix(prefixes, draft, judge, role_ids, options, generator)
+        draft_ids = role_ids(options.draft_preference, assistant_prefix=prefix)
+        judge_ids = role_ids(options.judge_preference, assistant_prefix=prefix)
 
         def stop_when(_: list[int]) -> bool:
             return (
@@ -929,23 +938,56 @@ def _offers_tools(kwargs: dict[str, Any]) -> bool:
     return bool(kwargs.get("tools")) and kwargs.get("tool_choice") != "none"
 
 
-def _tool_setup(kwargs: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, str]:
-    """(tools to describe in the prompt, assistant prefill) for one call."""
+def _tool_setup(kwargs: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    """(tools to describe in the prompt, the assistant prefills to choose among) for one call.
+
+    One prefill, except for ``"any"`` over several tools: then one per tool.
+    """
     if kwargs.get("response_format") not in (None, "json"):
         raise ValueError(f"response_format must be 'json', got {kwargs['response_format']!r}")
     json_prefix = "{" if kwargs.get("response_format") == "json" else ""
     if not kwargs.get("tools") and kwargs.get("tool_choice") is not None:
         _normalize_tool_choice(kwargs["tool_choice"], [])  # a forced choice needs a tool
     if not _offers_tools(kwargs):
-        return None, json_prefix
+        return None, [json_prefix]
     tools = [convert_to_openai_tool(tool) for tool in kwargs["tools"]]
     names = _tool_names(tools)
     choice = _normalize_tool_choice(kwargs.get("tool_choice"), names)
     if choice is None:
-        return tools, ""
+        return tools, [""]
     if choice == "any":
-        return tools, tool_call_prefix(tools[0] if len(tools) == 1 else None)
-    return tools, tool_call_prefix(tools[names.index(choice)])
+        return tools, [tool_call_prefix(tool) for tool in tools]
+    return tools, [tool_call_prefix(tools[names.index(choice)])]
+
+
+def _choose_prefix(
+    prefixes: list[str],
+    draft: LoadedModel,
+    judge: LoadedModel,
+    role_ids: Callable[..., list[int]],
+    options: _Options,
+    generator: torch.Generator,
+) -> str:
+    """The one prefill, or for several (``"any"`` over several tools) one drawn from the target.
+
+    Left to write a tool name, a small model invents one; scoring each offered tool's
+    prefill under the target ``m`` (the call's preferences and weights) keeps the choice
+    among the tools: the most likely one when greedy, else drawn with probability
+    proportional to ``m(prefill)^(1/temperature)``.
+    """
+    if len(prefixes) == 1:
+        return prefixes[0]
+    scores = ending_log_probs(
+        draft.model,
+        [role_ids(options.draft_preference, assistant_prefix=p) for p in prefixes],
+        judge.model,
+        [role_ids(options.judge_preference, assistant_prefix=p) for p in prefixes],
+        judge_weight=options.judge_weight,
+        target=options.target,
+    )
+    if options.temperature == 0:
+        return prefixes[int(scores.argmax())]
+    return prefixes[sample((scores / options.temperature).softmax(dim=-1), generator)]
 
 
 def _eos_token_ids(loaded: LoadedModel) -> list[int]:

@@ -12,6 +12,8 @@ The pieces, one step each:
     ``verify``                       accept / reject / resample
     ``speculative_window``           propose + score + verify + bonus token
     ``stream_persona_judge``         the loop: windows until EOS, a stop, or the budget
+    ``ending_log_probs``             the target's probability of fixed endings (choosing
+                                     among tool names rather than generating one)
 """
 
 from __future__ import annotations
@@ -390,6 +392,63 @@ def persona_judge_decode(
             token_ids.append(next(stream))
         except StopIteration as finished:
             return DecodeResult(token_ids, finished.value)
+
+
+@torch.inference_mode()
+def ending_log_probs(
+    draft_model: PreTrainedModel,
+    draft_candidates: Sequence[Sequence[int]],
+    judge_model: PreTrainedModel,
+    judge_candidates: Sequence[Sequence[int]],
+    *,
+    judge_weight: float = 0.5,
+    target: Target = "mixture",
+) -> torch.Tensor:
+    """Log-probability under the target ``m`` of each candidate's ending, ``[n]``.
+
+    Each role gives one id list per candidate: its own context, then the candidate's
+    ending, which starts where that role's lists first differ (the endings must be the
+    same tokens in both roles). ``m`` is built from untempered distributions, so
+    ``softmax`` of the result is ``m`` restricted to the candidates: drawing from it
+    picks among fixed texts (a tool name among the offered ones) as the decoder would if
+    only those could be written.
+    """
+    DecodeSettings(judge_weight=judge_weight, target=target)  # validates both
+    _check(len(draft_candidates) == len(judge_candidates), "one id list per role per candidate")
+    _check(
+        vocab_size(draft_model) == vocab_size(judge_model), "draft and judge vocabularies differ"
+    )
+    draft_start, judge_start = _shared_length(draft_candidates), _shared_length(judge_candidates)
+    scores = []
+    for draft_ids, judge_ids in zip(draft_candidates, judge_candidates, strict=True):
+        ending = list(judge_ids[judge_start:])
+        _check(bool(ending), "a candidate's ending is empty: no candidate may be another's prefix")
+        _check(list(draft_ids[draft_start:]) == ending, "candidate endings differ between roles")
+        probs = target_distribution(
+            _ending_probs(judge_model, judge_ids, judge_start),
+            _ending_probs(draft_model, draft_ids, draft_start),
+            judge_weight,
+            target,
+        )
+        ending_ids = torch.tensor(ending, device=probs.device)[:, None]
+        scores.append(probs.gather(-1, ending_ids).log().sum().cpu())
+    return torch.stack(scores)
+
+
+def _shared_length(candidates: Sequence[Sequence[int]]) -> int:
+    """Length of the context the candidates share (their longest common prefix)."""
+    _check(len(candidates) >= 2, "give at least two candidates to choose among")
+    first = list(candidates[0])
+    return min(_common_prefix_length(first, list(other)) for other in candidates[1:])
+
+
+def _ending_probs(model: PreTrainedModel, ids: Sequence[int], start: int) -> torch.Tensor:
+    """Untempered next-token distributions at each position of ``ids[start:]``."""
+    output = model(
+        input_ids=torch.tensor([list(ids)], device=model.device),
+        logits_to_keep=len(ids) - start + 1,
+    )
+    return output.logits[0, :-1].float().softmax(dim=-1)
 
 
 @torch.inference_mode()

@@ -708,20 +708,52 @@ class TestTools:
         ]
         assert message.chunk_position == "last"
 
-    def test_any_tool_with_several_tools(
-        self, script: Any, tokenizer: PreTrainedTokenizerFast
+    def test_any_tool_with_several_tools_scores_each_offered_tool(
+        self, monkeypatch: pytest.MonkeyPatch, script: Any, tokenizer: PreTrainedTokenizerFast
     ) -> None:
-        decoder = script('GetTime", "arguments": {"zone": "CET"}}\n</tool_call>')
-        llm = llm_for_tests().bind_tools([GetWeather, GetTime], tool_choice="any")
-        message = llm.invoke("time?")
+        scored: list[dict[str, Any]] = []
+
+        def fake_scores(*args: Any, **kwargs: Any) -> torch.Tensor:
+            scored.append({"draft": args[1], "judge": args[3], **kwargs})
+            return torch.tensor([-3.0, -1.0])  # GetTime is the more likely prefill
+
+        monkeypatch.setattr(chat_models, "ending_log_probs", fake_scores)
+        decoder = script(' "CET"}}\n</tool_call>')
+        llm = llm_for_tests(temperature=0, judge_weight=0.3, target="geometric")
+        message = llm.bind_tools([GetWeather, GetTime], tool_choice="any").invoke("time?")
         assert [(c["name"], c["args"]) for c in message.tool_calls] == [
             ("GetTime", {"zone": "CET"})
         ]
-        assert decode(tokenizer, decoder.calls[0].judge_ids).endswith(tool_call_prefix(None))
+        prefixes = [tool_call_prefix(convert_to_openai_tool(t)) for t in (GetWeather, GetTime)]
+        assert decode(tokenizer, decoder.calls[0].judge_ids).endswith(prefixes[1])
+        (call,) = scored
+        assert (call["judge_weight"], call["target"]) == (0.3, "geometric")
+        for role, preference in (("draft", "Talk like a pirate."), ("judge", "Be brief.")):
+            texts = [decode(tokenizer, ids) for ids in call[role]]
+            assert [t.endswith(p) for t, p in zip(texts, prefixes, strict=True)] == [True, True]
+            assert all(preference in text for text in texts)
+
+    def test_any_tool_is_drawn_from_the_target_when_sampling(
+        self, monkeypatch: pytest.MonkeyPatch, script: Any
+    ) -> None:
+        monkeypatch.setattr(
+            chat_models, "ending_log_probs", lambda *a, **k: torch.tensor([0.2, 0.8]).log()
+        )
+        script(' "x"}}\n</tool_call>')
+        llm = llm_for_tests(temperature=1.0).bind_tools([GetWeather, GetTime], tool_choice="any")
+        draws = 400
+        names = [llm.invoke("?", seed=seed).tool_calls[0]["name"] for seed in range(draws)]
+        share = names.count("GetTime") / draws
+        assert abs(share - 0.8) < 4 * (0.8 * 0.2 / draws) ** 0.5  # 4 standard errors
+
+    def test_any_tool_choice_runs_on_a_real_model(self, script: Any) -> None:
+        script(' "CET"}}\n</tool_call>')  # the choice itself is scored by the tiny model
+        llm = llm_for_tests().bind_tools([GetWeather, GetTime], tool_choice="any")
+        assert llm.invoke("time?").tool_calls[0]["name"] in {"GetWeather", "GetTime"}
 
     def test_invented_tool_name_is_an_invalid_call(self, script: Any) -> None:
-        script('weather_city", "arguments": {"city": "Paris"}}\n</tool_call>')
-        llm = llm_for_tests().bind_tools([GetWeather, GetTime], tool_choice="any")
+        script('<tool_call>{"name": "weather_city", "arguments": {"city": "Paris"}}</tool_call>')
+        llm = llm_for_tests(max_tokens=200).bind_tools([GetWeather, GetTime])
         message = llm.invoke("weather?")
         assert message.tool_calls == []
         (invalid,) = message.invalid_tool_calls

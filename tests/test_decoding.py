@@ -476,3 +476,76 @@ def test_tensor_contexts_are_accepted() -> None:
         model, torch.tensor([[0, 1]]), model, torch.tensor([2]), temperature=0, max_new_tokens=5
     )
     assert from_list.token_ids == from_tensor.token_ids
+
+
+# --- choosing among fixed endings (e.g. tool names) -------------------------------------------
+
+
+def stepwise_target_log_prob(
+    draft: Any, draft_ids: list[int], judge: Any, judge_ids: list[int], ending_length: int,
+    weight: float, target: Target,
+) -> float:  # fmt: skip
+    """Reference: one forward pass per ending token, the target written out by hand."""
+    total = 0.0
+    for k in range(ending_length, 0, -1):
+        with torch.no_grad():
+            q = draft(torch.tensor([draft_ids[:-k]])).logits[0, -1].double().softmax(-1)
+            p = judge(torch.tensor([judge_ids[:-k]])).logits[0, -1].double().softmax(-1)
+        if target == "mixture":
+            m = weight * p + (1 - weight) * q
+        else:
+            product = p**weight * q ** (1 - weight)
+            m = product / product.sum()
+        total += float(m[judge_ids[-k]].log())
+    return total
+
+
+@pytest.mark.parametrize(
+    ("weight", "target"), [(0.5, "mixture"), (0.8, "geometric"), (1.0, "mixture")]
+)
+def test_ending_log_probs_match_a_stepwise_reference(weight: float, target: Target) -> None:
+    vocab = 12
+    draft, judge = tiny_llama(vocab, seed=21), tiny_llama(vocab, seed=22)
+    draft_context, judge_context = [1, 4, 5], [1, 7, 8, 9, 3]  # different lengths
+    endings = [[5, 6, 7], [5, 9], [10, 3, 3, 4]]  # the first two share a token
+    scores = decoding.ending_log_probs(
+        draft, [draft_context + e for e in endings],
+        judge, [judge_context + e for e in endings],
+        judge_weight=weight, target=target,
+    )  # fmt: skip
+    # Only the first two share their first token, so the shared context ends before it and
+    # every ending is scored from its first token on.
+    expected = [
+        stepwise_target_log_prob(
+            draft, draft_context + e, judge, judge_context + e, len(e), weight, target
+        )
+        for e in endings
+    ]
+    assert scores.tolist() == pytest.approx(expected, abs=1e-4)
+
+
+def test_single_token_endings_over_the_whole_vocabulary_give_the_target() -> None:
+    vocab = 12
+    draft, judge = tiny_llama(vocab, seed=23), tiny_llama(vocab, seed=24)
+    scores = decoding.ending_log_probs(
+        draft, [[1, 4, v] for v in range(vocab)],
+        judge, [[1, 6, 6, v] for v in range(vocab)],
+        judge_weight=0.3, target="mixture",
+    )  # fmt: skip
+    with torch.no_grad():
+        q = draft(torch.tensor([[1, 4]])).logits[0, -1].softmax(-1)
+        p = judge(torch.tensor([[1, 6, 6]])).logits[0, -1].softmax(-1)
+    torch.testing.assert_close(scores.exp(), 0.3 * p + 0.7 * q, atol=1e-5, rtol=1e-4)
+    assert float(scores.exp().sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ending_log_probs_bad_candidates() -> None:
+    model = tiny_llama(12, seed=25)
+    with pytest.raises(ValueError, match="at least two candidates"):
+        decoding.ending_log_probs(model, [[1, 2]], model, [[1, 2]])
+    with pytest.raises(ValueError, match="ending is empty"):
+        decoding.ending_log_probs(model, [[1, 2], [1, 2, 3]], model, [[1, 2], [1, 2, 3]])
+    with pytest.raises(ValueError, match="endings differ between roles"):
+        decoding.ending_log_probs(model, [[1, 2], [1, 3]], model, [[1, 4], [1, 5]])
+    with pytest.raises(ValueError, match="judge_weight"):
+        decoding.ending_log_probs(model, [[1, 2], [1, 3]], model, [[1, 2], [1, 3]], judge_weight=2)

@@ -915,6 +915,11 @@ def _normalize_tool_choice(tool_choice: Any, names: list[str]) -> str | None:
         choice = "any"
     elif tool_choice == "none":
         return "none"
+    elif tool_choice is False:
+        raise ValueError(
+            "tool_choice=False is ambiguous: use 'auto' (the model decides) or 'none' (no "
+            "tools offered)."
+        )
     elif isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
         choice = tool_choice["function"].get("name")
     else:

@@ -265,6 +265,18 @@ def _load(
     with _quiet_progress_bars():
         if source.is_gguf:
             model, tokenizer = _load_gguf(Path(source.location), device, dtype, progress)
+        elif Path(source.location).is_dir():
+            try:
+                model, tokenizer = _from_pretrained(source.location, device, dtype)
+            except Exception as error:  # a damaged folder fails anywhere (SafetensorError...)
+                first_line = (str(error).strip().splitlines() or [""])[0]
+                raise ValueError(
+                    f"Could not load the model in folder {source.location} "
+                    f"({type(error).__name__}: {first_line}). A model folder holds "
+                    "config.json, the weights and the tokenizer files, as written by "
+                    "model.save_pretrained(folder) and tokenizer.save_pretrained(folder); one "
+                    "may be missing or damaged."
+                ) from error
         else:
             try:
                 model, tokenizer = _from_pretrained(source.location, device, dtype)
@@ -298,14 +310,7 @@ def _from_pretrained(
     location: str, device: torch.device, dtype: torch.dtype
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Tokenizer and causal LM from a folder or Hub id, weights placed straight on `device`."""
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-    except ValueError as error:  # e.g. a folder without tokenizer files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise ValueError(
-            f"Could not load a tokenizer for {location!r} ({first_line}). A model folder "
-            "needs its tokenizer files too: save them with tokenizer.save_pretrained(folder)."
-        ) from error
+    tokenizer = AutoTokenizer.from_pretrained(location)
     model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, device_map=device)
     return model, tokenizer
 

@@ -126,6 +126,8 @@ def messages_to_chat(
             turns.append(_assistant_turn(message, text, native_tools))
         elif isinstance(message, ToolMessage):
             name = message.name or tool_names.get(message.tool_call_id, "tool")
+            if message.status == "error":  # the model must know the call failed
+                text = f"Error: {text}"
             if native_tools:
                 turns.append(
                     {

@@ -837,6 +837,8 @@ class TestTools:
     def test_unknown_tool_choice(self) -> None:
         with pytest.raises(ValueError, match="not one of the bound tools"):
             llm_for_tests().bind_tools([GetWeather], tool_choice="GetTime")
+        with pytest.raises(ValueError, match="tool_choice=False is ambiguous"):
+            llm_for_tests().bind_tools([GetWeather], tool_choice=False)
 
     @pytest.mark.parametrize("choice", ["any", "required", True])
     def test_forced_tool_choice_without_tools(self, spy: DecoderSpy, choice: Any) -> None:

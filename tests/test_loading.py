@@ -244,8 +244,19 @@ def test_damaged_gguf_file(tmp_path: Path) -> None:
 
 def test_folder_without_tokenizer_files(tmp_path: Path) -> None:
     tiny_llama(32, seed=0).save_pretrained(tmp_path)  # weights and config, no tokenizer
-    with pytest.raises(ValueError, match=r"Could not load a tokenizer.*save_pretrained"):
+    with pytest.raises(ValueError, match=r"Could not load the model in folder .*tokenizer"):
         load_model(str(tmp_path), device="cpu")
+
+
+def test_folder_with_damaged_weights(tmp_path: Path) -> None:
+    tiny_llama(32, seed=0).save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match=r"Could not load the model in folder") as caught:
+        load_model(str(tmp_path), device="cpu")
+    assert "Hugging Face Hub" not in str(caught.value)
+    assert str(tmp_path) in str(caught.value)
 
 
 def test_missing_default_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

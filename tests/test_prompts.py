@@ -142,6 +142,10 @@ class TestMessagesToChat:
             '"arguments": {"city": "Paris"}}\n</tool_call>',
         }
         assert chat[2] == {"role": "user", "content": "Tool result for get_weather (id c1): sunny"}
+        failed = ToolMessage("no such city", tool_call_id="c1", status="error")
+        assert messages_to_chat([*messages[:2], failed])[2]["content"] == (
+            "Tool result for get_weather (id c1): Error: no such city"
+        )
 
     def test_tool_history_native(self) -> None:
         messages = [

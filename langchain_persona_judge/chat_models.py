@@ -76,6 +76,7 @@ from langchain_persona_judge.prompts import (
     tool_call_content,
     tool_call_prefix,
     tool_calls_ended,
+    tool_name_opening,
 )
 from langchain_persona_judge.sampling import sample
 
@@ -631,9 +632,9 @@ class ChatPersonaJudge(BaseChatModel):
         """
         options = self._options(kwargs)
         options.check()
-        tools, prefixes = _tool_setup(kwargs)
+        tools, prefix, choices = _tool_setup(kwargs)
         stops = self._stop_sequences(stop)
-        if prefixes[0].startswith(TOOL_CALL_OPEN):
+        if prefix.startswith(TOOL_CALL_OPEN) or choices:
             stops.append(TOOL_CALL_CLOSE)  # a forced choice asks for one call: end after it
         if not messages:
             raise ValueError("No messages: pass at least one message (e.g. a HumanMessage).")
@@ -653,7 +654,10 @@ class ChatPersonaJudge(BaseChatModel):
         # A fresh seed is kept in the accepted range, so the reported seed can be passed back.
         seed = generator.seed() & MAX_SEED if options.seed is None else options.seed
         generator.manual_seed(seed)
-        prefix = _choose_prefix(prefixes, draft, judge, role_ids, options, generator)
+        if choices:
+            prefix = tool_call_prefix(
+                _choose_tool(choices, draft, judge, role_ids, options, generator)
+            )
         draft_ids = role_ids(options.draft_preference, assistant_prefix=prefix)
         judge_ids = role_ids(options.judge_preference, assistant_prefix=prefix)
 
@@ -904,7 +908,10 @@ def _usage(outcome: _Outcome) -> UsageMetadata:
 
 
 def _tool_names(tools: Sequence[dict[str, Any]]) -> list[str]:
-    return [tool["function"]["name"] for tool in tools]
+    return [str(tool["function"]["name"]) for tool in tools]
+
+
+_ANTHROPIC_CHOICES = ("auto", "any", "none", "tool")
 
 
 def _normalize_tool_choice(tool_choice: Any, names: list[str]) -> str | None:
@@ -922,6 +929,12 @@ def _normalize_tool_choice(tool_choice: Any, names: list[str]) -> str | None:
         )
     elif isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
         choice = tool_choice["function"].get("name")
+    elif isinstance(tool_choice, dict) and tool_choice.get("type") in _ANTHROPIC_CHOICES:
+        # Anthropic's form: {"type": "auto" | "any" | "none"} or {"type": "tool", "name": ...}
+        return _normalize_tool_choice(
+            tool_choice.get("name") if tool_choice["type"] == "tool" else tool_choice["type"],
+            names,
+        )
     else:
         choice = tool_choice
     if choice == "any":
@@ -943,10 +956,13 @@ def _offers_tools(kwargs: dict[str, Any]) -> bool:
     return bool(kwargs.get("tools")) and kwargs.get("tool_choice") != "none"
 
 
-def _tool_setup(kwargs: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, list[str]]:
-    """(tools to describe in the prompt, the assistant prefills to choose among) for one call.
+def _tool_setup(
+    kwargs: dict[str, Any],
+) -> tuple[list[dict[str, Any]] | None, str, list[dict[str, Any]]]:
+    """(tools to describe in the prompt, assistant prefill, tools to choose among) for one call.
 
-    One prefill, except for ``"any"`` over several tools: then one per tool.
+    The tools to choose among are given for ``"any"`` over several tools; the prefill is
+    then that of the chosen tool.
     """
     if kwargs.get("response_format") not in (None, "json"):
         raise ValueError(f"response_format must be 'json', got {kwargs['response_format']!r}")
@@ -954,45 +970,52 @@ def _tool_setup(kwargs: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, li
     if not kwargs.get("tools") and kwargs.get("tool_choice") is not None:
         _normalize_tool_choice(kwargs["tool_choice"], [])  # a forced choice needs a tool
     if not _offers_tools(kwargs):
-        return None, [json_prefix]
+        return None, json_prefix, []
     tools = [convert_to_openai_tool(tool) for tool in kwargs["tools"]]
     names = _tool_names(tools)
     choice = _normalize_tool_choice(kwargs.get("tool_choice"), names)
     if choice is None:
-        return tools, [""]
+        return tools, "", []
     if choice == "any":
-        return tools, [tool_call_prefix(tool) for tool in tools]
-    return tools, [tool_call_prefix(tools[names.index(choice)])]
+        # One candidate per name (the first tool of each): a call only gives the name.
+        by_name: dict[str, dict[str, Any]] = {}
+        for name, tool in zip(names, tools, strict=True):
+            by_name.setdefault(name, tool)
+        candidates = list(by_name.values())
+        if len(candidates) == 1:
+            return tools, tool_call_prefix(candidates[0]), []
+        return tools, "", candidates
+    return tools, tool_call_prefix(tools[names.index(choice)]), []
 
 
-def _choose_prefix(
-    prefixes: list[str],
+def _choose_tool(
+    tools: list[dict[str, Any]],
     draft: LoadedModel,
     judge: LoadedModel,
     role_ids: Callable[..., list[int]],
     options: _Options,
     generator: torch.Generator,
-) -> str:
-    """The one prefill, or for several (``"any"`` over several tools) one drawn from the target.
+) -> dict[str, Any]:
+    """The tool a forced ``"any"`` call opens with, drawn from the target ``m``.
 
-    Left to write a tool name, a small model invents one; scoring each offered tool's
-    prefill under the target ``m`` (the call's preferences and weights) keeps the choice
-    among the tools: the most likely one when greedy, else drawn with probability
-    proportional to ``m(prefill)^(1/temperature)``.
+    Left to write a tool name, a small model invents one. Instead each tool's opening
+    ``<tool_call>{"name": "X",`` is scored under ``m`` (the call's preferences and weights):
+    the most likely tool when greedy, else one drawn with probability proportional to
+    ``m(opening)^(1/temperature)``. Only the name is scored, so tools with long argument
+    names are not penalized.
     """
-    if len(prefixes) == 1:
-        return prefixes[0]
+    openings = [tool_name_opening(tool) for tool in tools]
     scores = ending_log_probs(
         draft.model,
-        [role_ids(options.draft_preference, assistant_prefix=p) for p in prefixes],
+        [role_ids(options.draft_preference, assistant_prefix=o) for o in openings],
         judge.model,
-        [role_ids(options.judge_preference, assistant_prefix=p) for p in prefixes],
+        [role_ids(options.judge_preference, assistant_prefix=o) for o in openings],
         judge_weight=options.judge_weight,
         target=options.target,
     )
     if options.temperature == 0:
-        return prefixes[int(scores.argmax())]
-    return prefixes[sample((scores / options.temperature).softmax(dim=-1), generator)]
+        return tools[int(scores.argmax())]
+    return tools[sample((scores / options.temperature).softmax(dim=-1), generator)]
 
 
 def _eos_token_ids(loaded: LoadedModel) -> list[int]:

@@ -419,16 +419,16 @@ def ending_log_probs(
         vocab_size(draft_model) == vocab_size(judge_model), "draft and judge vocabularies differ"
     )
     draft_start, judge_start = _shared_length(draft_candidates), _shared_length(judge_candidates)
+    # Each role's shared context is run once; its cache is cropped back after each ending.
+    draft = RoleModel(draft_model, list(draft_candidates[0][:draft_start]))
+    judge = RoleModel(judge_model, list(judge_candidates[0][:judge_start]))
     scores = []
     for draft_ids, judge_ids in zip(draft_candidates, judge_candidates, strict=True):
         ending = list(judge_ids[judge_start:])
         _check(bool(ending), "a candidate's ending is empty: no candidate may be another's prefix")
         _check(list(draft_ids[draft_start:]) == ending, "candidate endings differ between roles")
         probs = target_distribution(
-            _ending_probs(judge_model, judge_ids, judge_start),
-            _ending_probs(draft_model, draft_ids, draft_start),
-            judge_weight,
-            target,
+            _ending_probs(judge, ending), _ending_probs(draft, ending), judge_weight, target
         )
         ending_ids = torch.tensor(ending, device=probs.device)[:, None]
         scores.append(probs.gather(-1, ending_ids).log().sum().cpu())
@@ -436,19 +436,17 @@ def ending_log_probs(
 
 
 def _shared_length(candidates: Sequence[Sequence[int]]) -> int:
-    """Length of the context the candidates share (their longest common prefix)."""
+    """Length of the context the candidates share (their longest common prefix, >= 1)."""
     _check(len(candidates) >= 2, "give at least two candidates to choose among")
     first = list(candidates[0])
-    return min(_common_prefix_length(first, list(other)) for other in candidates[1:])
+    shared = min(_common_prefix_length(first, list(other)) for other in candidates[1:])
+    _check(shared >= 1, "the candidates share no context: start each with the prompt")
+    return shared
 
 
-def _ending_probs(model: PreTrainedModel, ids: Sequence[int], start: int) -> torch.Tensor:
-    """Untempered next-token distributions at each position of ``ids[start:]``."""
-    output = model(
-        input_ids=torch.tensor([list(ids)], device=model.device),
-        logits_to_keep=len(ids) - start + 1,
-    )
-    return output.logits[0, :-1].float().softmax(dim=-1)
+def _ending_probs(role: RoleModel, ending: list[int]) -> torch.Tensor:
+    """Untempered next-token distributions at each position of ``ending`` after the context."""
+    return role.next_token_logits([], ending)[:-1].float().softmax(dim=-1)
 
 
 @torch.inference_mode()

@@ -321,7 +321,13 @@ _FINGERPRINT_CHUNK = 64 * 1024
 
 def _cache_root() -> Path:
     """`$PERSONA_JUDGE_CACHE`, else ~/.cache/langchain-persona-judge (read per call for tests)."""
-    return Path(os.environ.get(_CACHE_ENV) or _DEFAULT_CACHE).expanduser()
+    root = Path(os.environ.get(_CACHE_ENV) or _DEFAULT_CACHE).expanduser()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(
+            f"The model cache {root} is a file, not a folder: point ${_CACHE_ENV} at a folder "
+            "(or unset it to use ~/.cache/langchain-persona-judge)."
+        )
+    return root
 
 
 def _cache_folder_name(path: Path) -> str:

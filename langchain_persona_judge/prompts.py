@@ -126,8 +126,8 @@ def messages_to_chat(
             turns.append(_assistant_turn(message, text, native_tools))
         elif isinstance(message, ToolMessage):
             name = message.name or tool_names.get(message.tool_call_id, "tool")
-            if message.status == "error":  # the model must know the call failed
-                text = f"Error: {text}"
+            if message.status == "error" and not text.lower().startswith("error"):
+                text = f"Error: {text}"  # the model must know the call failed
             if native_tools:
                 turns.append(
                     {
@@ -188,6 +188,11 @@ def tool_call_prefix(tool: Mapping[str, Any] | None) -> str:
     first_argument = f"{json.dumps(keys[0])}:" if keys else ""
     name = json.dumps(function["name"])
     return f'{TOOL_CALL_OPEN}\n{{"name": {name}, "arguments": {{{first_argument}'
+
+
+def tool_name_opening(tool: Mapping[str, Any]) -> str:
+    """The start of a call of ``tool`` up to its name: ``<tool_call>\n{"name": "X",``."""
+    return f'{TOOL_CALL_OPEN}\n{{"name": {json.dumps(tool["function"]["name"])},'
 
 
 def template_default_system_prompt(tokenizer: PreTrainedTokenizerBase) -> str | None:

@@ -32,6 +32,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.outputs import ChatGenerationChunk, GenerationChunk
+from langchain_core.runnables import RunnableBinding
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_tests.unit_tests import ChatModelUnitTests
 from pydantic import BaseModel, Field
@@ -724,14 +725,21 @@ class TestTools:
         assert [(c["name"], c["args"]) for c in message.tool_calls] == [
             ("GetTime", {"zone": "CET"})
         ]
-        prefixes = [tool_call_prefix(convert_to_openai_tool(t)) for t in (GetWeather, GetTime)]
-        assert decode(tokenizer, decoder.calls[0].judge_ids).endswith(prefixes[1])
+        time_tool = convert_to_openai_tool(GetTime)
+        assert decode(tokenizer, decoder.calls[0].judge_ids).endswith(tool_call_prefix(time_tool))
         (call,) = scored
         assert (call["judge_weight"], call["target"]) == (0.3, "geometric")
+        # Only the openings up to the names are scored (argument names would bias the choice).
+        openings = ['<tool_call>\n{"name": "GetWeather",', '<tool_call>\n{"name": "GetTime",']
         for role, preference in (("draft", "Talk like a pirate."), ("judge", "Be brief.")):
             texts = [decode(tokenizer, ids) for ids in call[role]]
-            assert [t.endswith(p) for t, p in zip(texts, prefixes, strict=True)] == [True, True]
+            assert [t.endswith(o) for t, o in zip(texts, openings, strict=True)] == [True, True]
             assert all(preference in text for text in texts)
+
+    def test_any_tool_with_a_repeated_tool(self, script: Any) -> None:
+        script(' "Paris"}}\n</tool_call>')  # one distinct name: no choice to make
+        llm = llm_for_tests().bind_tools([GetWeather, GetWeather], tool_choice="any")
+        assert llm.invoke("?").tool_calls[0]["args"] == {"city": "Paris"}
 
     def test_any_tool_is_drawn_from_the_target_when_sampling(
         self, monkeypatch: pytest.MonkeyPatch, script: Any
@@ -839,6 +847,21 @@ class TestTools:
             llm_for_tests().bind_tools([GetWeather], tool_choice="GetTime")
         with pytest.raises(ValueError, match="tool_choice=False is ambiguous"):
             llm_for_tests().bind_tools([GetWeather], tool_choice=False)
+
+    @pytest.mark.parametrize(
+        ("choice", "expected"),
+        [
+            ({"type": "tool", "name": "GetTime"}, "GetTime"),
+            ({"type": "any"}, "any"),
+            ({"type": "auto"}, None),
+            ({"type": "none"}, "none"),
+            ({"type": "function", "function": {"name": "GetTime"}}, "GetTime"),
+        ],
+    )
+    def test_dict_tool_choices(self, choice: Any, expected: str | None) -> None:
+        bound = llm_for_tests().bind_tools([GetWeather, GetTime], tool_choice=choice)
+        assert isinstance(bound, RunnableBinding)
+        assert bound.kwargs["tool_choice"] == expected
 
     @pytest.mark.parametrize("choice", ["any", "required", True])
     def test_forced_tool_choice_without_tools(self, spy: DecoderSpy, choice: Any) -> None:

@@ -235,6 +235,17 @@ def test_file_that_is_not_a_model(tmp_path: Path) -> None:
         load_model(str(script), device="cpu")
 
 
+def test_cache_setting_that_is_a_file(
+    tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, convert_spy: list[Path]
+) -> None:
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("PERSONA_JUDGE_CACHE", str(not_a_folder))
+    with pytest.raises(NotADirectoryError, match=r"\$PERSONA_JUDGE_CACHE at a folder"):
+        load_model(str(tiny_gguf), device="cpu")
+    assert convert_spy == []  # refused before converting
+
+
 def test_damaged_gguf_file(tmp_path: Path) -> None:
     damaged = tmp_path / "damaged.gguf"
     damaged.write_bytes(b"GGUFjunk\n")  # the magic, then too few bytes for a header

@@ -146,6 +146,11 @@ class TestMessagesToChat:
         assert messages_to_chat([*messages[:2], failed])[2]["content"] == (
             "Tool result for get_weather (id c1): Error: no such city"
         )
+        # LangGraph's ToolNode already writes "Error: ..." into the message.
+        marked = ToolMessage("Error: no such city", tool_call_id="c1", status="error")
+        assert messages_to_chat([*messages[:2], marked])[2]["content"] == (
+            "Tool result for get_weather (id c1): Error: no such city"
+        )
 
     def test_tool_history_native(self) -> None:
         messages = [

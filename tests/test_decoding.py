@@ -549,3 +549,36 @@ def test_ending_log_probs_bad_candidates() -> None:
         decoding.ending_log_probs(model, [[1, 2], [1, 3]], model, [[1, 4], [1, 5]])
     with pytest.raises(ValueError, match="judge_weight"):
         decoding.ending_log_probs(model, [[1, 2], [1, 3]], model, [[1, 2], [1, 3]], judge_weight=2)
+
+
+def tokens_fed(model: torch.nn.Module) -> list[int]:
+    """Records how many input tokens each forward pass of ``model`` runs."""
+    fed: list[int] = []
+
+    def hook(_: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        fed.append(int(kwargs["input_ids"].shape[-1]))
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+    return fed
+
+
+def test_caches_run_only_new_tokens_not_the_whole_sequence() -> None:
+    context = [1, *range(3, 30)]  # a long prompt makes re-running it obvious
+    gamma = 3
+    runs = {}
+    for use_cache in (True, False):
+        draft, judge = tiny_llama(32, seed=10), tiny_llama(32, seed=11)
+        fed = {"draft": tokens_fed(draft), "judge": tokens_fed(judge)}
+        result = persona_judge_decode(
+            draft, context, judge, context, max_new_tokens=30, gamma=gamma,
+            generator=torch.Generator().manual_seed(0), use_cache=use_cache,
+        )  # fmt: skip
+        runs[use_cache] = (fed, result.stats)
+    fed, stats = runs[True]
+    assert stats.rejected > 0  # some windows were rolled back
+    # With caches each role runs its prompt once, then per window at most the tokens
+    # emitted since the last window (<= gamma + 1), its new proposals and one re-fed token.
+    for role in ("draft", "judge"):
+        assert sum(fed[role]) <= len(context) + stats.windows * (2 * gamma + 2)
+    uncached_fed, _ = runs[False]
+    assert sum(uncached_fed["judge"]) > len(context) * stats.windows  # the reference re-runs

@@ -33,7 +33,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from jinja2.exceptions import TemplateError
 from langchain_core.messages import (
@@ -48,6 +48,7 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.tool import invalid_tool_call, tool_call
 from transformers import PreTrainedTokenizerBase
+from typing_extensions import Unpack
 
 PREFERENCE_LABEL = "User preference: "
 TOOL_CALL_OPEN = "<tool_call>"
@@ -255,24 +256,22 @@ def render_prompt(
     return _render_conversation(tokenizer, turns, native_tools) + assistant_prefix
 
 
+class PromptOptions(TypedDict, total=False):
+    """Keyword options of ``render_prompt`` (see there)."""
+
+    research_layout: bool
+    tools: Sequence[dict[str, Any]] | None
+    assistant_prefix: str
+
+
 def role_input_ids(
     tokenizer: PreTrainedTokenizerBase,
     messages: Sequence[BaseMessage],
     preference: str | None,
-    *,
-    research_layout: bool = False,
-    tools: Sequence[dict[str, Any]] | None = None,
-    assistant_prefix: str = "",
+    **options: Unpack[PromptOptions],
 ) -> list[int]:
     """Token ids of one role's context (``render_prompt``, tokenized without extra specials)."""
-    text = render_prompt(
-        tokenizer,
-        messages,
-        preference,
-        research_layout=research_layout,
-        tools=tools,
-        assistant_prefix=assistant_prefix,
-    )
+    text = render_prompt(tokenizer, messages, preference, **options)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

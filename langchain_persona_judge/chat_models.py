@@ -661,7 +661,7 @@ class ChatPersonaJudge(BaseChatModel):
         draft_ids = role_ids(options.draft_preference, assistant_prefix=prefix)
         judge_ids = role_ids(options.judge_preference, assistant_prefix=prefix)
 
-        def stop_when(_: list[int]) -> bool:
+        def stop_when(_: Sequence[int]) -> bool:
             return (
                 assembler.stopped
                 or (tools is not None and tool_calls_ended(assembler.text))

@@ -19,6 +19,7 @@ The pieces, one step each:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypedDict
@@ -40,7 +41,7 @@ from langchain_persona_judge.sampling import (
     uniforms,
 )
 
-StopCriterion = Callable[[list[int]], bool]
+StopCriterion = Callable[[Sequence[int]], bool]
 FinishReason = Literal["stop", "length"]
 
 
@@ -60,29 +61,31 @@ class DecodeSettings:
 
     def __post_init__(self) -> None:
         _check(
-            isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+            _is_integer(self.max_new_tokens) and self.max_new_tokens >= 1,
             f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}",
         )
         _check(
-            isinstance(self.gamma, int) and self.gamma >= 1,
+            _is_integer(self.gamma) and self.gamma >= 1,
             f"gamma (the draft window) must be an integer >= 1, got {self.gamma!r}",
         )
         _check(
-            0.0 <= self.judge_weight <= 1.0,
+            _is_number(self.judge_weight) and 0.0 <= self.judge_weight <= 1.0,
             f"judge_weight must be in [0, 1] (1 = judge only, 0 = draft only), "
             f"got {self.judge_weight!r}",
         )
         _check(self.target in TARGETS, f"target must be one of {TARGETS}, got {self.target!r}")
         _check(
-            math.isfinite(self.temperature) and self.temperature >= 0,
+            _is_number(self.temperature)
+            and math.isfinite(self.temperature)
+            and self.temperature >= 0,
             f"temperature must be a finite number >= 0, got {self.temperature!r}",
         )
         _check(
-            self.top_k is None or (isinstance(self.top_k, int) and self.top_k >= 1),
+            self.top_k is None or (_is_integer(self.top_k) and self.top_k >= 1),
             f"top_k must be None or an integer >= 1, got {self.top_k!r}",
         )
         _check(
-            self.top_p is None or 0.0 < self.top_p <= 1.0,
+            self.top_p is None or (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0),
             f"top_p must be None or in (0, 1], got {self.top_p!r}",
         )
         _check(
@@ -479,7 +482,8 @@ def _decode(
                 return stats
             generated.append(token)
             yield token
-            if stop_when is not None and stop_when(generated):
+            # A copy: a callback that edits what it is given cannot corrupt the decode.
+            if stop_when is not None and stop_when(tuple(generated)):
                 stats.finish_reason = "stop"
                 return stats
         if settings.reproduce_research_code and stats.windows == 1:
@@ -508,6 +512,15 @@ def _check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+# ``True`` is an int to Python; as a count, weight or token id it is surely a mistake.
+def _is_integer(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _as_token_list(input_ids: torch.Tensor | Sequence[int], name: str) -> list[int]:
     if isinstance(input_ids, torch.Tensor):
         _check(
@@ -525,9 +538,12 @@ def _as_token_list(input_ids: torch.Tensor | Sequence[int], name: str) -> list[i
 def _eos_ids(eos_token_id: int | Iterable[int] | None) -> frozenset[int]:
     if eos_token_id is None:
         return frozenset()
-    if isinstance(eos_token_id, int):
-        return frozenset({eos_token_id})
-    return frozenset(int(i) for i in eos_token_id)
+    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    _check(
+        all(_is_integer(i) for i in ids),
+        f"eos_token_id must be a token id or a list of token ids, got {eos_token_id!r}",
+    )
+    return frozenset(int(i) for i in ids)
 
 
 def vocab_size(model: PreTrainedModel) -> int:
@@ -557,10 +573,10 @@ def _check_fits_context(name: str, role: RoleModel, max_new_tokens: int) -> None
     needed = len(role.context) + max_new_tokens
     _check(
         limit is None or needed <= limit,
-        f"the {name} role's prompt ({len(role.context)} tokens: the conversation with its "
-        f"preference) plus max_new_tokens ({max_new_tokens}; max_tokens in ChatPersonaJudge) "
-        f"needs {needed} positions, more than the model's context of {limit}: shorten the "
-        "conversation or the preference, or lower max_new_tokens (max_tokens)",
+        f"the {name} role's context ({len(role.context)} tokens) plus max_new_tokens "
+        f"({max_new_tokens}) needs {needed} positions, more than the model's context of "
+        f"{limit}: shorten the context (in ChatPersonaJudge: the conversation or the "
+        "preference) or lower max_new_tokens (max_tokens in ChatPersonaJudge)",
     )
 
 

@@ -10,6 +10,7 @@ judge and plain draft distributions lie far outside that bound, so the test can 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -273,7 +274,7 @@ def test_stop_criterion_inside_an_accepted_window() -> None:
     model = chain_model([0, 3, 4, 1, 5])
     seen: list[list[int]] = []
 
-    def stop_after_four(ids: list[int]) -> bool:
+    def stop_after_four(ids: Sequence[int]) -> bool:
         seen.append(list(ids))
         return ids[-1] == 4
 
@@ -284,6 +285,21 @@ def test_stop_criterion_inside_an_accepted_window() -> None:
     assert seen == [[3], [3, 4]]
     assert result.stats.finish_reason == "stop"
     check_accounting(result.stats, result.token_ids, ended_by_eos=False)
+
+
+def test_stop_criterion_cannot_change_the_decode() -> None:
+    model = chain_model([0, 3, 4, 1, 5])
+
+    def meddle(ids: Sequence[int]) -> bool:
+        if isinstance(ids, list):
+            ids.append(0)  # would make the decoder continue from the wrong token
+        return False
+
+    plain = persona_judge_decode(model, [0], model, [0], max_new_tokens=4, temperature=0)
+    meddled = persona_judge_decode(
+        model, [0], model, [0], max_new_tokens=4, temperature=0, stop_when=meddle
+    )
+    assert plain.token_ids == meddled.token_ids == [3, 4, 1, 5]
 
 
 @pytest.mark.parametrize("budget", range(1, 8))
@@ -412,6 +428,15 @@ BAD_SETTINGS = [
     ({"target": "harmonic"}, "target must be one of"),
     ({"reproduce_research_code": True, "judge_weight": 0.9}, "leave judge_weight=0.5"),
     ({"eos_token_id": 99}, "eos_token_id has ids \\[99\\] outside the vocabulary \\[0, 6\\)"),
+    # True is an int to Python, never a sensible count, weight or token id.
+    ({"max_new_tokens": True}, "max_new_tokens must be an integer >= 1"),
+    ({"gamma": True}, "gamma .* must be an integer >= 1"),
+    ({"top_k": True}, "top_k must be None or an integer >= 1"),
+    ({"judge_weight": True}, "judge_weight must be in \\[0, 1\\]"),
+    ({"temperature": "0.7"}, "temperature must be a finite number >= 0"),
+    ({"top_p": True}, "top_p must be None or in \\(0, 1\\]"),
+    ({"eos_token_id": True}, "eos_token_id must be a token id or a list of token ids"),
+    ({"eos_token_id": [1, "2"]}, "eos_token_id must be a token id or a list of token ids"),
 ]
 
 
@@ -450,7 +475,7 @@ def test_unknown_option_is_named() -> None:
 
 def test_prompt_and_budget_beyond_the_context_window_are_rejected() -> None:
     model = tiny_llama(32, seed=0)  # max_position_embeddings=512
-    with pytest.raises(ValueError, match=r"judge role's prompt \(500 tokens.*needs 513 positions"):
+    with pytest.raises(ValueError, match=r"judge role's context \(500 tokens.*needs 513 positions"):
         persona_judge_decode(model, [1, 2], model, [1] * 500, max_new_tokens=13)
     assert (
         len(persona_judge_decode(model, [1, 2], model, [1] * 500, max_new_tokens=12).token_ids)

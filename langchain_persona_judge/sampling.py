@@ -46,16 +46,21 @@ def _outside_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Mask of tokens outside the smallest most-likely set whose mass reaches ``top_p``.
 
     A token is dropped once the mass strictly before it (in descending order) already
-    reaches ``top_p``, so the kept set is never empty.
+    reaches ``top_p``, so the kept set is never empty. A row's mask depends on that row
+    alone: the fast path and the full sort compute the same masses the same way, so the
+    judge's batched rows and the draft's single row are cut identically.
     """
+    probs = logits.softmax(dim=-1)
     candidates = min(TOP_P_CANDIDATES, logits.shape[-1])
-    top_logits, order = logits.topk(candidates, dim=-1)  # sorted, descending
-    top_probs = (top_logits - logits.logsumexp(dim=-1, keepdim=True)).exp()
-    if not bool((top_probs.sum(dim=-1) >= top_p).all()):
-        top_logits, order = logits.sort(dim=-1, descending=True)  # flat distribution
-        top_probs = top_logits.softmax(dim=-1)
-    keep_sorted = top_probs.cumsum(dim=-1) - top_probs < top_p
-    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, keep_sorted)
+    order = logits.topk(candidates, dim=-1).indices  # sorted, descending
+    cumulative = probs.gather(-1, order).cumsum(dim=-1)
+    if not bool((cumulative[..., -1] >= top_p).all()):
+        # Some nucleus is wider than the candidates (a flat distribution): sort fully.
+        # The first candidates' masses, and so every narrower row's cut, are unchanged.
+        order = logits.sort(dim=-1, descending=True).indices
+        cumulative = probs.gather(-1, order).cumsum(dim=-1)
+    mass_before = torch.cat([torch.zeros_like(cumulative[..., :1]), cumulative[..., :-1]], dim=-1)
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, mass_before < top_p)
     return ~keep
 
 

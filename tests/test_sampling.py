@@ -135,3 +135,16 @@ def test_top_p_on_a_large_vocabulary_matches_a_plain_loop(scale: float, top_p: f
     for row in range(3):
         probs = logits[row].float().softmax(-1).tolist()
         assert set(out[row].nonzero().flatten().tolist()) == nucleus_reference(probs, top_p)
+
+
+def test_top_p_cut_of_a_row_does_not_depend_on_the_other_rows() -> None:
+    # The judge scores a whole window in one batch, the draft one row at a time: a row
+    # must be cut the same whether a flat neighbour forces the full-sort path or not.
+    generator = torch.Generator().manual_seed(1)
+    peaked = 4.0 * torch.randn(1, 5000, generator=generator)
+    flat = 0.01 * torch.randn(1, 5000, generator=generator)
+    alone = logits_to_probs(peaked, top_p=0.9)
+    beside_flat = logits_to_probs(torch.cat([peaked, flat]), top_p=0.9)
+    assert torch.equal(alone[0], beside_flat[0])
+    probs = peaked[0].softmax(-1).tolist()
+    assert set(alone[0].nonzero().flatten().tolist()) == nucleus_reference(probs, 0.9)

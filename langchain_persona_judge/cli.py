@@ -11,7 +11,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessageChunk
@@ -112,14 +112,28 @@ def run_demo(args: argparse.Namespace) -> None:
         for question in questions:
             print(f"\nQ: {question}\nA: ", end="", flush=True)
             config: Any = {"configurable": {"user_id": user_id}}
-            answer: AIMessageChunk | None = None
-            for chunk in chat.stream(question, config):
-                if isinstance(chunk, AIMessageChunk):  # str input streams message chunks
-                    print(chunk.text, end="", flush=True)
-                    answer = chunk if answer is None else answer + chunk
-            print()
+            answer = _print_streamed(chat.stream(question, config))
             if answer is not None:
                 print(_stats_line(answer))
+
+
+def _print_streamed(chunks: Iterable[Any]) -> AIMessageChunk | None:
+    """Print an answer's text as it streams, then a newline; return the whole answer.
+
+    Trailing whitespace is held back until more text follows, so an answer ending in
+    newlines leaves no blank lines before its statistics.
+    """
+    answer: AIMessageChunk | None = None
+    held = ""
+    for chunk in chunks:
+        if isinstance(chunk, AIMessageChunk):  # str input streams message chunks
+            text = held + chunk.text
+            settled = text.rstrip()
+            held = text[len(settled) :]
+            print(settled, end="", flush=True)
+            answer = chunk if answer is None else answer + chunk
+    print()
+    return answer
 
 
 def _stats_line(answer: AIMessageChunk) -> str:
@@ -129,9 +143,15 @@ def _stats_line(answer: AIMessageChunk) -> str:
         f"   [{output_tokens} tokens, "
         f"acceptance {stats.get('acceptance_rate', 0.0):.0%} "
         f"({stats.get('accepted', '?')} of {stats.get('accepted', 0) + stats.get('rejected', 0)} "
-        f"drafted tokens tested), {stats.get('windows', '?')} windows, "
+        f"drafted tokens tested), {_count(stats.get('windows'), 'window')}, "
         f"finish: {answer.response_metadata.get('finish_reason', '?')}]"
     )
+
+
+def _count(number: object, noun: str) -> str:
+    if number is None:
+        return f"? {noun}s"
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _status(message: str) -> None:

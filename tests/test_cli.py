@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from langchain_core.messages import AIMessageChunk
 
 from langchain_persona_judge import chat_models, cli
 from langchain_persona_judge.loading import LoadedModel
@@ -97,3 +98,28 @@ def test_bad_device_is_refused_before_loading(capsys: pytest.CaptureFixture[str]
     assert err.startswith("persona-judge: error: ") and "tpu" in err
     assert "Loading" not in err and "alidation error" not in err and "Value error" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_streamed_answer_keeps_inner_whitespace_and_drops_trailing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pieces = ["Hello", " \n", "world", "\n\n", " "]
+    answer = cli._print_streamed(AIMessageChunk(content=piece) for piece in pieces)
+    assert capsys.readouterr().out == "Hello \nworld\n"
+    assert answer is not None and answer.text == "Hello \nworld\n\n "  # the message is whole
+
+
+@pytest.mark.parametrize(("windows", "shown"), [(1, "1 window,"), (3, "3 windows,")])
+def test_stats_line_counts_windows(windows: int, shown: str) -> None:
+    answer = AIMessageChunk(
+        content="x",
+        usage_metadata={"input_tokens": 4, "output_tokens": 5, "total_tokens": 9},
+        response_metadata={
+            "finish_reason": "stop",
+            "persona_judge": {"windows": windows, "accepted": 3, "rejected": 1,
+                              "acceptance_rate": 0.75},
+        },
+    )  # fmt: skip
+    line = cli._stats_line(answer)
+    assert "[5 tokens, acceptance 75% (3 of 4 drafted tokens tested)" in line
+    assert shown in line and "finish: stop]" in line

@@ -64,6 +64,7 @@ ChatTurn = dict[str, Any]
 _AI_TOOL_BLOCKS = frozenset({"tool_use", "tool_call", "tool_call_chunk", "function_call"})
 _CHAT_MESSAGE_ROLES = {
     "system": "system",
+    "developer": "system",  # OpenAI's newer name for the system role
     "user": "user",
     "human": "user",
     "assistant": "assistant",

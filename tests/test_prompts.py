@@ -125,6 +125,9 @@ class TestMessagesToChat:
         assert messages_to_chat([ChatMessage(role="human", content="x")]) == [
             {"role": "user", "content": "x"}
         ]
+        assert messages_to_chat([ChatMessage(role="developer", content="Be brief.")]) == [
+            {"role": "system", "content": "Be brief."}
+        ]
 
     def test_tool_history_as_text(self) -> None:
         messages = [

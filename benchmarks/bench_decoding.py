@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any, cast
 
 import torch
+from transformers import GenerationMixin, PreTrainedTokenizerBase
 
 from langchain_persona_judge.decoding import persona_judge_decode
 from langchain_persona_judge.loading import DEFAULT_MODEL, load_model
@@ -25,7 +27,7 @@ DRAFT_PREFERENCE = "The user likes a friendly, enthusiastic tone."
 JUDGE_PREFERENCE = "The user wants short, precise answers."
 
 
-def chat_ids(tokenizer: object, preference: str, question: str) -> list[int]:
+def chat_ids(tokenizer: PreTrainedTokenizerBase, preference: str, question: str) -> list[int]:
     messages = [
         {
             "role": "system",
@@ -33,10 +35,8 @@ def chat_ids(tokenizer: object, preference: str, question: str) -> list[int]:
         },
         {"role": "user", "content": question},
     ]
-    rendered = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
-        messages, add_generation_prompt=True, return_dict=True
-    )
-    return list(rendered["input_ids"])
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def main() -> None:
@@ -48,6 +48,7 @@ def main() -> None:
 
     loaded = load_model(args.model, device=args.device, progress=print)
     model, tokenizer = loaded.model, loaded.tokenizer
+    generate = cast(GenerationMixin, model).generate
     prompts = [
         (chat_ids(tokenizer, DRAFT_PREFERENCE, q), chat_ids(tokenizer, JUDGE_PREFERENCE, q))
         for q in QUESTIONS
@@ -59,11 +60,11 @@ def main() -> None:
         emitted = 0
         for _, judge_ids in prompts:
             ids = torch.tensor([judge_ids], device=loaded.device)
-            out = model.generate(ids, max_new_tokens=budget, min_new_tokens=budget, do_sample=False)
+            out = generate(ids, max_new_tokens=budget, min_new_tokens=budget, do_sample=False)
             emitted += out.shape[1] - ids.shape[1]
         return emitted
 
-    model.generate(torch.tensor([prompts[0][1]], device=loaded.device), max_new_tokens=4)
+    generate(torch.tensor([prompts[0][1]], device=loaded.device), max_new_tokens=4)  # warm-up
     start = time.perf_counter()
     baseline_tokens = plain_generate()
     baseline_rate = baseline_tokens / (time.perf_counter() - start)
@@ -71,7 +72,7 @@ def main() -> None:
     print(f"plain generate (greedy): {baseline_rate:.1f} tokens/s\n")
     print(f"{'setting':<62} {'tok/s':>7} {'ratio':>6} {'accept':>7} {'passes/tok':>10}")
 
-    settings = [
+    settings: list[dict[str, Any]] = [
         dict(judge_weight=1.0, gamma=4, temperature=0.0),
         dict(judge_weight=0.5, gamma=4, temperature=0.0),
         dict(judge_weight=0.5, gamma=2, temperature=0.7, top_p=0.9),
@@ -94,7 +95,7 @@ def main() -> None:
                 judge_ids,
                 max_new_tokens=budget,
                 generator=generator,
-                **setting,  # type: ignore[arg-type]
+                **setting,
             )
             stats = result.stats
             emitted += stats.emitted

@@ -47,10 +47,8 @@ def main() -> None:
             {"role": "system", "content": persona},
             {"role": "user", "content": question},
         ]
-        rendered = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_dict=True
-        )
-        return list(rendered["input_ids"])
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     print(f"\nmodel={loaded.name} draft persona: short; judge persona: detailed")
     print(f"{len(QUESTIONS)} questions x {args.seeds} seeds, temperature 0.7, top_p 0.9")

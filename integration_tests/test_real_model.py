@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.store.memory import InMemoryStore
 from pydantic import BaseModel, Field
+from transformers import GenerationMixin
 
 from langchain_persona_judge import ChatPersonaJudge, PersonaProfile, persona_judge_decode
 from langchain_persona_judge.loading import LoadedModel
@@ -19,12 +23,12 @@ EXPERT = "Use precise physics terminology, as for a professor."
 
 
 def chat_ids(smollm: LoadedModel, system: str) -> list[int]:
-    rendered = smollm.tokenizer.apply_chat_template(
+    text = smollm.tokenizer.apply_chat_template(
         [{"role": "system", "content": system}, {"role": "user", "content": QUESTION}],
         add_generation_prompt=True,
-        return_dict=True,
+        tokenize=False,
     )
-    return list(rendered["input_ids"])
+    return list(smollm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def test_judge_only_greedy_equals_plain_generate(smollm: LoadedModel) -> None:
@@ -41,9 +45,13 @@ def test_judge_only_greedy_equals_plain_generate(smollm: LoadedModel) -> None:
         judge_weight=1.0,
         temperature=0,
     )
-    reference = smollm.model.generate(
-        torch.tensor([judge_ids]), max_new_tokens=24, min_new_tokens=24, do_sample=False
-    )[0, len(judge_ids) :].tolist()
+    reference = (
+        cast(GenerationMixin, smollm.model)
+        .generate(torch.tensor([judge_ids]), max_new_tokens=24, min_new_tokens=24, do_sample=False)[
+            0, len(judge_ids) :
+        ]
+        .tolist()
+    )
     assert result.token_ids == reference
     assert result.stats.rejected > 0  # the draft persona really proposed other tokens
 
@@ -130,7 +138,7 @@ def test_profile_with_store_and_user_id_in_config() -> None:
     profile = PersonaProfile(store=store)
     store.put(profile.namespace_for("ana.silva"), "1", {"text": "Prefers a playful tone"})
     store.put(profile.namespace_for("ana.silva"), "2", {"text": "Is a physics professor"})
-    config = {"configurable": {"user_id": "ana.silva"}}
+    config: RunnableConfig = {"configurable": {"user_id": "ana.silva"}}
     preferences = profile.invoke(None, config)
     assert not preferences.is_neutral
     assert "playful" in preferences.draft_preference
@@ -153,7 +161,10 @@ def test_langgraph_node_with_graph_store() -> None:
     builder.add_node("chat", profile.personalize(ChatPersonaJudge(max_tokens=16, seed=0)))
     builder.add_edge(START, "chat")
     graph = builder.compile(store=store)
-    state = graph.invoke({"messages": [("human", QUESTION)]}, {"configurable": {"user_id": "kim"}})
+    state = graph.invoke(
+        {"messages": [("human", QUESTION)]},  # type: ignore[call-overload]  # tuples are messages
+        {"configurable": {"user_id": "kim"}},
+    )
     reply = state["messages"][-1]
     assert isinstance(reply, AIMessage) and reply.text.strip()
     assert "short answers" in reply.response_metadata["persona"]["draft_preference"]

@@ -336,7 +336,9 @@ class Reply(BaseModel):
 class ToolRecordingChat(RecordingChat):
     """RecordingChat with tool binding (records the tool names) and structured output."""
 
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Runnable[Any, BaseMessage]:
+    def bind_tools(  # type: ignore[override]
+        self, tools: Any, **kwargs: Any
+    ) -> Runnable[Any, BaseMessage]:
         return self.bind(tools=[tool.__name__ for tool in tools], **kwargs)
 
     def with_structured_output(self, schema: Any, **kwargs: Any) -> Runnable[Any, Any]:

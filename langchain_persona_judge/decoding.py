@@ -6,7 +6,8 @@ in one forward pass; the window is verified token by token against the target ``
 (``sampling.target_distribution``), so emitted tokens follow ``m`` exactly.
 
 The pieces, one step each:
-    ``RoleModel.next_token_logits``  prefill / decode with a KV cache, rolled back on demand
+    ``RoleModel.next_token_logits``  prefill / decode with a KV cache, rolled back on demand,
+                                     cut to the vocabulary both roles share
     ``propose``                      the draft's autoregressive window
     ``score``                        the judge's single pass over the window
     ``verify``                       accept / reject / resample
@@ -157,17 +158,20 @@ class RoleModel:
 
     Draft and judge contexts differ in length, so each role keeps its own cache and
     positions; the same model object may back both roles (one copy of the weights).
+    ``vocab`` is the vocabulary both roles share (``shared_vocab_size``): the logits of
+    both are cut to it, so ``q``, ``p`` and ``m`` all live on the same ids.
     """
 
     model: PreTrainedModel
     context: list[int]
+    vocab: int
     use_cache: bool = True
     cache: DynamicCache | None = None
     cached_ids: list[int] = field(default_factory=list)  # tokens the cache holds
 
     def next_token_logits(self, generated: list[int], extra: Sequence[int] = ()) -> torch.Tensor:
-        """Logits ``[len(extra) + 1, vocab]``: the prediction after ``context + generated``
-        and after each token of ``extra``.
+        """Logits ``[len(extra) + 1, self.vocab]``: the prediction after ``context +
+        generated`` and after each token of ``extra``.
 
         Only tokens the cache does not already hold are run; a cache that went past
         the shared prefix (tokens the judge rejected) is cropped first.
@@ -194,7 +198,9 @@ class RoleModel:
         )
         if self.use_cache:
             self.cached_ids = sequence
-        return output.logits[0, -(len(extra) + 1) :]
+        # The one place logits are cut to the shared vocabulary: before any temperature,
+        # top-k or top-p, so a padded head's extra rows (not real tokens) get no mass.
+        return output.logits[0, -(len(extra) + 1) :, : self.vocab]
 
 
 @dataclass
@@ -231,8 +237,7 @@ def propose(
         token = int(probs.argmax()) if settings.greedy else sample(probs, generator)
         tokens.append(token)
         rows.append(probs)
-    vocab = vocab_size(draft.model)
-    return Proposal(tokens, torch.stack(rows) if rows else torch.empty(0, vocab))
+    return Proposal(tokens, torch.stack(rows) if rows else torch.empty(0, draft.vocab))
 
 
 def score(
@@ -348,9 +353,14 @@ def stream_persona_judge(
         eos_token_ids=_eos_ids(options.get("eos_token_id")), **settings_values
     )
     use_cache = options.get("use_cache", True)
-    draft = RoleModel(draft_model, _as_token_list(draft_input_ids, "draft_input_ids"), use_cache)
-    judge = RoleModel(judge_model, _as_token_list(judge_input_ids, "judge_input_ids"), use_cache)
-    _check_compatible(draft, judge, settings.eos_token_ids)
+    vocab = shared_vocab_size(draft_model, judge_model)
+    draft_ids = _as_token_list(draft_input_ids, "draft_input_ids")
+    judge_ids = _as_token_list(judge_input_ids, "judge_input_ids")
+    for name, ids in (("eos_token_id", settings.eos_token_ids),
+                      ("draft_input_ids", draft_ids), ("judge_input_ids", judge_ids)):  # fmt: skip
+        _check_in_vocab(name, ids, vocab)
+    draft = RoleModel(draft_model, draft_ids, vocab, use_cache)
+    judge = RoleModel(judge_model, judge_ids, vocab, use_cache)
     for name, role in (("draft", draft), ("judge", judge)):
         _check_fits_context(name, role, settings.max_new_tokens)
     return _decode(draft, judge, settings, options.get("generator"), options.get("stop_when"))
@@ -369,6 +379,9 @@ def persona_judge_decode(
         draft_model, draft_input_ids: the proposing role: a causal LM and its context
             (the prompt rendered with the draft persona). 1-D ids or shape ``[1, L]``.
         judge_model, judge_input_ids: the verifying role. May be the same model object.
+            Both models must share a tokenizer, but their LM heads may differ in padding
+            (rows past the tokenizer, e.g. 151936 vs 152064 in Qwen2.5): only the ids
+            both heads have are ever scored or emitted (``shared_vocab_size``).
         max_new_tokens: hard cap on generated tokens (a terminating EOS counts); 128.
         gamma: tokens the draft proposes per window; 4.
         judge_weight: ``w`` in [0, 1]; 1 = lossless sampling of the judge, 0 = draft
@@ -418,13 +431,14 @@ def ending_log_probs(
     """
     DecodeSettings(judge_weight=judge_weight, target=target)  # validates both
     _check(len(draft_candidates) == len(judge_candidates), "one id list per role per candidate")
-    _check(
-        vocab_size(draft_model) == vocab_size(judge_model), "draft and judge vocabularies differ"
-    )
+    vocab = shared_vocab_size(draft_model, judge_model)
+    for name, candidates in (("draft_candidates", draft_candidates),
+                             ("judge_candidates", judge_candidates)):  # fmt: skip
+        _check_in_vocab(name, [i for ids in candidates for i in ids], vocab)
     draft_start, judge_start = _shared_length(draft_candidates), _shared_length(judge_candidates)
     # Each role's shared context is run once; its cache is cropped back after each ending.
-    draft = RoleModel(draft_model, list(draft_candidates[0][:draft_start]))
-    judge = RoleModel(judge_model, list(judge_candidates[0][:judge_start]))
+    draft = RoleModel(draft_model, list(draft_candidates[0][:draft_start]), vocab)
+    judge = RoleModel(judge_model, list(judge_candidates[0][:judge_start]), vocab)
     scores = []
     for draft_ids, judge_ids in zip(draft_candidates, judge_candidates, strict=True):
         ending = list(judge_ids[judge_start:])
@@ -554,17 +568,24 @@ def vocab_size(model: PreTrainedModel) -> int:
     return int(model.config.get_text_config().vocab_size)
 
 
-def _check_compatible(draft: RoleModel, judge: RoleModel, eos_ids: frozenset[int]) -> None:
-    draft_vocab, judge_vocab = vocab_size(draft.model), vocab_size(judge.model)
+def shared_vocab_size(draft_model: PreTrainedModel, judge_model: PreTrainedModel) -> int:
+    """The ids both roles can score: the smaller LM head.
+
+    Models that share a tokenizer often pad their heads to different sizes (a multiple
+    of 64 or 128 rows); the rows past the tokenizer are not real tokens, so both roles
+    are cut to the first ``shared`` ids and nothing at or above it is ever emitted.
+    Whether the tokenizers themselves agree is ``loading.check_same_tokenizer``'s job.
+    """
+    return min(vocab_size(draft_model), vocab_size(judge_model))
+
+
+def _check_in_vocab(name: str, ids: Iterable[int], vocab: int) -> None:
+    bad = sorted({i for i in ids if not 0 <= i < vocab})
     _check(
-        draft_vocab == judge_vocab,
-        f"draft and judge vocabularies differ ({draft_vocab} vs {judge_vocab} tokens): "
-        "use a draft model that shares the judge's tokenizer",
+        not bad,
+        f"{name} has ids {bad[:5]} outside the vocabulary [0, {vocab}) "
+        "that the draft and judge heads share",
     )
-    for name, ids in (("eos_token_id", eos_ids), ("draft_input_ids", draft.context),
-                      ("judge_input_ids", judge.context)):  # fmt: skip
-        bad = sorted({i for i in ids if not 0 <= i < judge_vocab})
-        _check(not bad, f"{name} has ids {bad[:5]} outside the vocabulary [0, {judge_vocab})")
 
 
 def _check_fits_context(name: str, role: RoleModel, max_new_tokens: int) -> None:

@@ -12,11 +12,13 @@ import contextlib
 import copy
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,25 +162,63 @@ def load_model(
 
 
 def check_same_tokenizer(draft: LoadedModel, judge: LoadedModel) -> None:
-    """Raise ValueError unless both models use one vocabulary: decoding compares their token ids."""
+    """Raise ValueError unless both models use one tokenizer that both LM heads cover.
+
+    Decoding compares the roles' token ids, so the tokenizers must agree id for id. The heads
+    may differ in padding (Qwen2.5-0.5B has 151936 output rows, Qwen2.5-7B 152064, for one
+    151,665-token tokenizer): decoding only scores the ids both heads have
+    (``decoding.shared_vocab_size``), which is every real token as long as each head covers
+    the tokenizer.
+    """
     if draft is judge:
         return
     draft_vocab, judge_vocab = draft.tokenizer.get_vocab(), judge.tokenizer.get_vocab()
-    draft_out, judge_out = vocab_size(draft.model), vocab_size(judge.model)
-    if draft_vocab == judge_vocab and draft_out == judge_out:
-        return
-    raise ValueError(
-        f"Draft model {draft.name!r} and judge model {judge.name!r} have different vocabularies "
-        f"(tokenizers: {len(draft_vocab)} vs {len(judge_vocab)} tokens"
-        f"{_same_size_note(draft_vocab, judge_vocab)}; "
-        f"output layers: {draft_out} vs {judge_out} ids); "
-        "the draft and judge must share a tokenizer."
-    )
+    if draft_vocab != judge_vocab or _merges(draft.tokenizer) != _merges(judge.tokenizer):
+        raise ValueError(
+            f"Draft model {draft.name!r} and judge model {judge.name!r} have different "
+            f"tokenizers ({len(draft_vocab)} vs {len(judge_vocab)} tokens"
+            f"{_difference_note(draft_vocab, judge_vocab)}); "
+            "the draft and judge must share a tokenizer."
+        )
+    tokens = len(judge.tokenizer)  # the vocabulary plus added tokens: every id it can produce
+    for loaded in (draft, judge):
+        rows = vocab_size(loaded.model)
+        if rows < tokens:
+            raise ValueError(
+                f"Model {loaded.name!r} has an LM head of {rows} rows, fewer than the "
+                f"{tokens} tokens of its tokenizer, so it cannot score every token: use a "
+                "checkpoint whose head covers its tokenizer (check that the weights and the "
+                "tokenizer files come from the same model)."
+            )
 
 
-def _same_size_note(draft_vocab: dict[str, int], judge_vocab: dict[str, int]) -> str:
+# Reading merges serializes the whole tokenizer (tens of ms): once per tokenizer, since a
+# chat model with a separate draft checks its pair on every call.
+_MERGES: weakref.WeakKeyDictionary[PreTrainedTokenizerBase, list[tuple[str, ...]] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _merges(tokenizer: PreTrainedTokenizerBase) -> list[tuple[str, ...]] | None:
+    """A BPE tokenizer's merge rules (same ids but other merges split text otherwise).
+
+    None when the tokenizer has no fast backend or no merges (not BPE). Older tokenizer files
+    write a merge as "a b", newer ones as ["a", "b"]: both become a tuple.
+    """
+    if tokenizer not in _MERGES:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        merges = None if backend is None else json.loads(backend.to_str())["model"].get("merges")
+        _MERGES[tokenizer] = (
+            None
+            if merges is None
+            else [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
+        )
+    return _MERGES[tokenizer]
+
+
+def _difference_note(draft_vocab: dict[str, int], judge_vocab: dict[str, int]) -> str:
     if draft_vocab == judge_vocab:
-        return ", identical"
+        return ", the same tokens but different merge rules"
     if len(draft_vocab) == len(judge_vocab):
         return ", same size but different tokens"
     return ""

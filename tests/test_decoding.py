@@ -20,7 +20,7 @@ from transformers import MistralConfig, MistralForCausalLM
 from langchain_persona_judge import decoding
 from langchain_persona_judge.decoding import DecodeStats, persona_judge_decode
 from langchain_persona_judge.sampling import Target, logits_to_probs, target_distribution
-from tests.tiny import BigramLM, random_bigram, tiny_llama
+from tests.tiny import BigramLM, pad_head, padded_bigram, random_bigram, tiny_llama
 
 VOCAB = 6
 DRAFT_CONTEXT = [1, 4, 0]  # last token 0 conditions the draft's first step
@@ -30,9 +30,13 @@ JUDGE_CONTEXT = [3]  # a different length and last token for the judge
 def exact_marginals(
     draft: BigramLM, judge: BigramLM, steps: int, weight: float, target: Target, **processing: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position marginals ``[steps, V]`` and the joint of positions 0 and 1."""
-    q_rows = logits_to_probs(draft.table, **processing).double()
-    p_rows = logits_to_probs(judge.table, **processing).double()
+    """Per-position marginals ``[steps, V]`` and the joint of positions 0 and 1.
+
+    Tables are cut to the first ``VOCAB`` ids (the rows and columns a padded head adds
+    are not real tokens), a no-op for unpadded models.
+    """
+    q_rows = logits_to_probs(draft.table[:VOCAB, :VOCAB], **processing).double()
+    p_rows = logits_to_probs(judge.table[:VOCAB, :VOCAB], **processing).double()
     transition = target_distribution(p_rows, q_rows, weight, target)
     first = target_distribution(
         p_rows[JUDGE_CONTEXT[-1]], q_rows[DRAFT_CONTEXT[-1]], weight, target
@@ -135,13 +139,15 @@ def greedy_reference(
     steps: int,
     weight: float,
     target: Target,
+    vocab: int | None = None,
 ) -> list[int]:
-    """Step-by-step argmax of m, recomputing both roles over the full sequence."""
+    """Step-by-step argmax of m, recomputing both roles over the full sequence; with
+    ``vocab``, both roles' logits are cut to their first ``vocab`` columns."""
     out: list[int] = []
     with torch.no_grad():
         for _ in range(steps):
-            q = draft(torch.tensor([draft_ids + out])).logits[0, -1].softmax(-1)
-            p = judge(torch.tensor([judge_ids + out])).logits[0, -1].softmax(-1)
+            q = draft(torch.tensor([draft_ids + out])).logits[0, -1, :vocab].softmax(-1)
+            p = judge(torch.tensor([judge_ids + out])).logits[0, -1, :vocab].softmax(-1)
             out.append(int(target_distribution(p, q, weight, target).argmax()))
     return out
 
@@ -489,9 +495,125 @@ def test_batched_context_is_rejected() -> None:
         persona_judge_decode(model, torch.zeros(2, 3, dtype=torch.long), model, [0])
 
 
-def test_models_with_different_vocabularies_are_rejected() -> None:
-    with pytest.raises(ValueError, match="vocabularies differ \\(6 vs 7 tokens\\)"):
-        persona_judge_decode(random_bigram(6, seed=0), [0], random_bigram(7, seed=0), [0])
+# --- LM heads padded to different sizes (one tokenizer, e.g. Qwen2.5 0.5B vs 7B) -------------
+
+PADDING = 3  # extra head rows; padded_bigram gives them high logits
+
+
+def padded_pair(padded_role: str, seed: int = 1) -> tuple[BigramLM, BigramLM]:
+    """(draft, judge) random bigrams over ``VOCAB`` ids, one of them padded."""
+    draft, judge = random_bigram(VOCAB, seed=seed), random_bigram(VOCAB, seed=seed + 1)
+    if padded_role == "draft":
+        return padded_bigram(draft, PADDING), judge
+    return draft, padded_bigram(judge, PADDING)
+
+
+@pytest.mark.parametrize("padded_role", ["draft", "judge"])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_padded_head_works_and_never_emits_padded_ids(padded_role: str, temperature: float) -> None:
+    draft, judge = padded_pair(padded_role)
+    generator = torch.Generator().manual_seed(0)
+    emitted = set()
+    for _ in range(200):
+        result = persona_judge_decode(
+            draft, DRAFT_CONTEXT, judge, JUDGE_CONTEXT, max_new_tokens=8, gamma=3,
+            temperature=temperature, generator=generator,
+        )  # fmt: skip
+        assert len(result.token_ids) == 8
+        emitted.update(result.token_ids)
+    assert emitted <= set(range(VOCAB))
+    # The padded ids carry most of the padded head's mass: an uncut head would emit them.
+    padded = draft if padded_role == "draft" else judge
+    assert float(padded.table[0].softmax(-1)[VOCAB:].sum()) > 0.5
+
+
+@pytest.mark.parametrize("padded_role", ["draft", "judge"])
+@pytest.mark.parametrize("case", [SAMPLING_CASES[1], SAMPLING_CASES[2]], ids=["plain", "top_k"])
+def test_padded_head_emits_the_target_on_the_shared_ids_exactly(
+    padded_role: str, case: dict[str, Any]
+) -> None:
+    draft, judge = padded_pair(padded_role)
+    steps, draws = 5, 4000
+    generator = torch.Generator().manual_seed(4321)
+    samples = [
+        persona_judge_decode(
+            draft, DRAFT_CONTEXT, judge, JUDGE_CONTEXT, max_new_tokens=steps,
+            generator=generator, **case,
+        ).token_ids
+        for _ in range(draws)
+    ]  # fmt: skip
+    processing = {k: case[k] for k in ("temperature", "top_k", "top_p") if k in case}
+    # The reference cuts both tables to the VOCAB shared ids itself, before processing.
+    want_marginals, want_pairs = exact_marginals(
+        draft, judge, steps, case["judge_weight"], case["target"], **processing
+    )
+    got_marginals, got_pairs = empirical(samples)
+    for position in range(steps):
+        assert total_variation(got_marginals[position], want_marginals[position]) < 0.05
+    assert total_variation(got_pairs, want_pairs) < 0.08
+
+
+@pytest.mark.parametrize("padded_role", ["draft", "judge"])
+def test_padding_a_head_changes_nothing_when_its_real_logits_are_the_same(
+    padded_role: str,
+) -> None:
+    # A bigram's padded table holds the very same real logits, so the decode is the same
+    # token for token and random draw for random draw.
+    unpadded = random_bigram(VOCAB, seed=1), random_bigram(VOCAB, seed=2)
+    padded = padded_pair(padded_role)
+    results = [
+        persona_judge_decode(
+            draft, DRAFT_CONTEXT, judge, JUDGE_CONTEXT, max_new_tokens=40, gamma=3,
+            top_p=0.9, generator=torch.Generator().manual_seed(3),
+        )
+        for draft, judge in (unpadded, padded)
+    ]  # fmt: skip
+    assert results[0].token_ids == results[1].token_ids
+    assert results[0].stats == results[1].stats
+
+
+@pytest.mark.parametrize("padded_role", ["draft", "judge"])
+@pytest.mark.parametrize("gamma", [1, 4])
+def test_greedy_with_a_padded_head_is_stepwise_argmax_on_the_shared_ids(
+    padded_role: str, gamma: int
+) -> None:
+    vocab = 32
+    draft = tiny_llama(vocab, seed=5, logit_scale=8.0).double()
+    judge = tiny_llama(vocab, seed=6, logit_scale=8.0).double()
+    if padded_role == "draft":
+        draft = pad_head(draft, 5)
+    else:
+        judge = pad_head(judge, 5)
+    draft_ids, judge_ids = [1, 9, 17, 4, 22, 8, 30, 3], [1, 12]
+    want = greedy_reference(draft, draft_ids, judge, judge_ids, 20, 0.5, "mixture", vocab)
+    got = persona_judge_decode(
+        draft, draft_ids, judge, judge_ids, max_new_tokens=20, gamma=gamma, temperature=0
+    )
+    assert got.token_ids == want
+    assert max(want) < vocab
+
+
+@pytest.mark.parametrize("padded_role", ["draft", "judge"])
+@pytest.mark.parametrize(
+    ("ids", "name"),
+    [
+        ({"eos_token_id": VOCAB + 1}, "eos_token_id"),
+        ({"draft_input_ids": [0, VOCAB]}, "draft_input_ids"),
+        ({"judge_input_ids": [VOCAB + 2, 1]}, "judge_input_ids"),
+    ],
+)
+def test_ids_beyond_the_shared_vocabulary_are_rejected(
+    padded_role: str, ids: dict[str, Any], name: str
+) -> None:
+    # Valid rows of the padded head, but not ids both heads share.
+    draft, judge = padded_pair(padded_role)
+    inputs = {"draft_input_ids": [0], "judge_input_ids": [0]} | ids
+    with pytest.raises(
+        ValueError, match=f"{name} has ids .* outside the vocabulary \\[0, {VOCAB}\\)"
+    ):
+        persona_judge_decode(
+            draft, inputs.pop("draft_input_ids"), judge, inputs.pop("judge_input_ids"), **inputs
+        )
 
 
 def test_tensor_contexts_are_accepted() -> None:
@@ -574,6 +696,29 @@ def test_ending_log_probs_bad_candidates() -> None:
         decoding.ending_log_probs(model, [[1, 2], [1, 3]], model, [[1, 4], [1, 5]])
     with pytest.raises(ValueError, match="judge_weight"):
         decoding.ending_log_probs(model, [[1, 2], [1, 3]], model, [[1, 2], [1, 3]], judge_weight=2)
+
+
+@pytest.mark.parametrize("padded_role", ["draft", "judge"])
+def test_ending_log_probs_with_a_padded_head_use_the_shared_ids(padded_role: str) -> None:
+    vocab = 12
+    draft, judge = tiny_llama(vocab, seed=23), tiny_llama(vocab, seed=24)
+    if padded_role == "draft":
+        draft = pad_head(draft, 4)
+    else:
+        judge = pad_head(judge, 4)
+    scores = decoding.ending_log_probs(
+        draft, [[1, 4, v] for v in range(vocab)],
+        judge, [[1, 6, 6, v] for v in range(vocab)],
+        judge_weight=0.3, target="mixture",
+    )  # fmt: skip
+    with torch.no_grad():
+        q = draft(torch.tensor([[1, 4]])).logits[0, -1, :vocab].softmax(-1)
+        p = judge(torch.tensor([[1, 6, 6]])).logits[0, -1, :vocab].softmax(-1)
+    torch.testing.assert_close(scores.exp(), 0.3 * p + 0.7 * q, atol=1e-5, rtol=1e-4)
+    with pytest.raises(
+        ValueError, match=f"ids \\[{vocab}\\] outside the vocabulary \\[0, {vocab}\\)"
+    ):
+        decoding.ending_log_probs(draft, [[1, 2], [1, vocab]], judge, [[1, 2], [1, vocab]])
 
 
 def tokens_fed(model: torch.nn.Module) -> list[int]:

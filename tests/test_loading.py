@@ -19,8 +19,8 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from tokenizers import pre_tokenizers
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from langchain_persona_judge import loading
 from langchain_persona_judge.loading import (
@@ -501,11 +501,58 @@ def test_check_same_tokenizer_rejects_different_tokenizers() -> None:
     assert "judge-y" in str(error.value)
 
 
-def test_check_same_tokenizer_rejects_different_output_sizes() -> None:
+def loaded(rows: int, tokenizer: Any, name: str, seed: int = 0) -> LoadedModel:
+    return LoadedModel(tiny_llama(rows, seed=seed), tokenizer, name, CPU, torch.float32)
+
+
+@pytest.mark.parametrize(("draft_pad", "judge_pad"), [(0, 8), (5, 0), (3, 64)])
+def test_check_same_tokenizer_accepts_heads_padded_past_the_tokenizer(
+    draft_pad: int, judge_pad: int
+) -> None:
+    # As Qwen2.5-0.5B (151936 rows) and Qwen2.5-7B (152064) around one 151,665-token tokenizer.
     tokenizer = tiny_tokenizer()
     vocab = len(tokenizer)
-    draft = LoadedModel(tiny_llama(vocab, seed=0), tokenizer, "draft", CPU, torch.float32)
-    judge = LoadedModel(tiny_llama(vocab + 8, seed=0), tokenizer, "judge", CPU, torch.float32)
-    with pytest.raises(ValueError, match=f"{vocab} vs {vocab + 8}") as error:
+    draft = loaded(vocab + draft_pad, tokenizer, "draft")
+    judge = loaded(vocab + judge_pad, copy.deepcopy(tokenizer), "judge", seed=1)
+    check_same_tokenizer(draft, judge)
+    check_same_tokenizer(judge, draft)
+
+
+@pytest.mark.parametrize("short_role", ["draft", "judge"])
+def test_check_same_tokenizer_rejects_a_head_smaller_than_the_tokenizer(short_role: str) -> None:
+    tokenizer = tiny_tokenizer()
+    vocab = len(tokenizer)
+    rows = {"draft": vocab + 8, "judge": vocab + 8, short_role: vocab - 1}
+    draft = loaded(rows["draft"], tokenizer, "draft-x")
+    judge = loaded(rows["judge"], tokenizer, "judge-y", seed=1)
+    with pytest.raises(ValueError, match=f"LM head of {vocab - 1} rows, fewer than the {vocab} "):
         check_same_tokenizer(draft, judge)
-    assert f"tokenizers: {vocab} vs {vocab} tokens, identical;" in str(error.value)
+    with pytest.raises(ValueError, match=f"'{short_role}-[xy]'.*same model"):
+        check_same_tokenizer(draft, judge)
+
+
+def test_check_same_tokenizer_rejects_different_tokenizers_even_with_padded_heads() -> None:
+    tokenizer = tiny_tokenizer()
+    other_tokenizer = copy.deepcopy(tokenizer)
+    other_tokenizer.add_special_tokens({"additional_special_tokens": ["<|tool|>"]})
+    # The judge's head covers both tokenizers: only the tokenizers tell them apart.
+    draft = loaded(len(tokenizer), tokenizer, "draft")
+    judge = loaded(len(other_tokenizer) + 7, other_tokenizer, "judge", seed=1)
+    with pytest.raises(ValueError, match=r"259 vs 260 tokens.*must share a tokenizer"):
+        check_same_tokenizer(draft, judge)
+
+
+def bpe_tokenizer(merges: list[tuple[str, str]]) -> PreTrainedTokenizerFast:
+    """A tiny BPE tokenizer whose vocabulary holds "hi" whether or not a merge makes it."""
+    vocab = {"h": 0, "i": 1, "hi": 2}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(vocab, merges)))
+
+
+def test_check_same_tokenizer_rejects_same_tokens_with_different_merges() -> None:
+    merging, plain = bpe_tokenizer([("h", "i")]), bpe_tokenizer([])
+    assert merging.get_vocab() == plain.get_vocab()
+    assert merging("hi").input_ids != plain("hi").input_ids  # they split text differently
+    draft, judge = loaded(3, merging, "draft"), loaded(3, plain, "judge", seed=1)
+    with pytest.raises(ValueError, match="the same tokens but different merge rules"):
+        check_same_tokenizer(draft, judge)
+    check_same_tokenizer(draft, loaded(4, bpe_tokenizer([("h", "i")]), "judge", seed=1))

@@ -110,3 +110,28 @@ class BigramLM(torch.nn.Module):
 def random_bigram(vocab_size: int, seed: int, sharpness: float = 2.0) -> BigramLM:
     generator = torch.Generator().manual_seed(seed)
     return BigramLM(sharpness * torch.randn(vocab_size, vocab_size, generator=generator))
+
+
+# Real pairs that share a tokenizer often pad their LM heads to different sizes
+# (Qwen2.5-0.5B: 151936 rows, Qwen2.5-7B: 152064). These pad a tiny model's head so
+# that the padded ids look attractive: a decoder that failed to cut them off would
+# emit them, or blend distributions over different ids.
+
+
+def padded_bigram(model: BigramLM, extra_rows: int, logit: float = 6.0) -> BigramLM:
+    """``model`` with ``extra_rows`` more ids: the same logits on the real ids, and a
+    high ``logit`` on every padded one."""
+    vocab = model.table.shape[0]
+    table = torch.full((vocab + extra_rows, vocab + extra_rows), logit, dtype=torch.float64)
+    table[:vocab, :vocab] = model.table
+    return BigramLM(table)
+
+
+def pad_head(model: LlamaForCausalLM, extra_rows: int) -> LlamaForCausalLM:
+    """``model`` with ``extra_rows`` more embedding and LM-head rows; the real ids' logits
+    are unchanged and each padded row is a real row doubled, so it often wins the argmax."""
+    vocab = model.config.vocab_size
+    model.resize_token_embeddings(vocab + extra_rows, mean_resizing=False)
+    with torch.no_grad():
+        model.lm_head.weight[vocab:] = 2 * model.lm_head.weight[:extra_rows]
+    return model

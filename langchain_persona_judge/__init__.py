@@ -2,6 +2,7 @@
 
 from langchain_persona_judge.chat_models import ChatPersonaJudge
 from langchain_persona_judge.decoding import (
+    CausalLM,
     DecodeResult,
     DecodeStats,
     persona_judge_decode,
@@ -16,6 +17,7 @@ from langchain_persona_judge.persona_profile import (
 
 __all__ = [
     "DEFAULT_MODEL",
+    "CausalLM",
     "ChatPersonaJudge",
     "DecodeResult",
     "DecodeStats",

@@ -23,10 +23,10 @@ import math
 import numbers
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import DynamicCache, PretrainedConfig
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from typing_extensions import Unpack
 
@@ -43,6 +43,26 @@ from langchain_persona_judge.sampling import (
 )
 
 StopCriterion = Callable[[Sequence[int]], bool]
+
+
+class CausalLM(Protocol):
+    """The slice of a transformers causal LM the decoder uses; every ``*ForCausalLM`` fits.
+
+    Called as ``model(input_ids=..., cache=..., use_cache=..., logits_to_keep=...)``, it
+    returns an output with ``.logits`` of shape ``[1, tokens, vocab]``.
+    """
+
+    @property
+    def config(self) -> PretrainedConfig: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def get_output_embeddings(self) -> Any: ...
+
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -162,7 +182,7 @@ class RoleModel:
     both are cut to it, so ``q``, ``p`` and ``m`` all live on the same ids.
     """
 
-    model: PreTrainedModel
+    model: CausalLM
     context: list[int]
     vocab: int
     use_cache: bool = True
@@ -330,9 +350,9 @@ _SETTING_NAMES = frozenset(DecodeSettings.__dataclass_fields__) - {"eos_token_id
 
 
 def stream_persona_judge(
-    draft_model: PreTrainedModel,
+    draft_model: CausalLM,
     draft_input_ids: torch.Tensor | Sequence[int],
-    judge_model: PreTrainedModel,
+    judge_model: CausalLM,
     judge_input_ids: torch.Tensor | Sequence[int],
     **options: Unpack[DecodeOptions],
 ) -> Generator[int, None, DecodeStats]:
@@ -367,9 +387,9 @@ def stream_persona_judge(
 
 
 def persona_judge_decode(
-    draft_model: PreTrainedModel,
+    draft_model: CausalLM,
     draft_input_ids: torch.Tensor | Sequence[int],
-    judge_model: PreTrainedModel,
+    judge_model: CausalLM,
     judge_input_ids: torch.Tensor | Sequence[int],
     **options: Unpack[DecodeOptions],
 ) -> DecodeResult:
@@ -412,9 +432,9 @@ def persona_judge_decode(
 
 @torch.inference_mode()
 def ending_log_probs(
-    draft_model: PreTrainedModel,
+    draft_model: CausalLM,
     draft_candidates: Sequence[Sequence[int]],
-    judge_model: PreTrainedModel,
+    judge_model: CausalLM,
     judge_candidates: Sequence[Sequence[int]],
     *,
     judge_weight: float = 0.5,
@@ -510,7 +530,7 @@ def _decode(
 _CROPPABLE_LAYERS: tuple[type, ...] = (DynamicLayer, DynamicSlidingWindowLayer)
 
 
-def _new_cache(model: PreTrainedModel) -> DynamicCache:
+def _new_cache(model: CausalLM) -> DynamicCache:
     cache = DynamicCache(config=model.config)
     # Sliding-window layers drop old states unless asked to keep them for rollbacks.
     cache.activate_past_recording()
@@ -560,7 +580,7 @@ def _eos_ids(eos_token_id: int | Iterable[int] | None) -> frozenset[int]:
     return frozenset(int(i) for i in ids)
 
 
-def vocab_size(model: PreTrainedModel) -> int:
+def vocab_size(model: CausalLM) -> int:
     """Rows of the LM head: the ids the model can emit (may exceed the tokenizer's)."""
     output_embeddings = model.get_output_embeddings()
     if isinstance(output_embeddings, torch.nn.Linear):
@@ -568,7 +588,7 @@ def vocab_size(model: PreTrainedModel) -> int:
     return int(model.config.get_text_config().vocab_size)
 
 
-def shared_vocab_size(draft_model: PreTrainedModel, judge_model: PreTrainedModel) -> int:
+def shared_vocab_size(draft_model: CausalLM, judge_model: CausalLM) -> int:
     """The ids both roles can score: the smaller LM head.
 
     Models that share a tokenizer often pad their heads to different sizes (a multiple

@@ -18,7 +18,7 @@ import torch
 from transformers import MistralConfig, MistralForCausalLM
 
 from langchain_persona_judge import decoding
-from langchain_persona_judge.decoding import DecodeStats, persona_judge_decode
+from langchain_persona_judge.decoding import CausalLM, DecodeStats, persona_judge_decode
 from langchain_persona_judge.sampling import Target, logits_to_probs, target_distribution
 from tests.tiny import BigramLM, pad_head, padded_bigram, random_bigram, tiny_llama
 
@@ -184,7 +184,7 @@ def test_greedy_with_one_model_in_both_roles() -> None:
 
 
 def assert_cached_matches_uncached(
-    draft: torch.nn.Module, draft_ids: list[int], judge: torch.nn.Module, judge_ids: list[int],
+    draft: CausalLM, draft_ids: list[int], judge: CausalLM, judge_ids: list[int],
     seed: int, **options: Any,
 ) -> None:  # fmt: skip
     """Same random stream, with and without KV caches: the same tokens and statistics."""

@@ -71,23 +71,19 @@ SAMPLING_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", SAMPLING_CASES, ids=lambda c: "-".join(map(str, c.values())))
-def test_emitted_tokens_follow_the_target_exactly(case: dict[str, Any]) -> None:
-    draft, judge = random_bigram(VOCAB, seed=1), random_bigram(VOCAB, seed=2)
+def assert_follows_target(
+    draft: BigramLM, judge: BigramLM, case: dict[str, Any], seed: int
+) -> torch.Tensor:
+    """Decode 4000 times and compare with the exact marginals; return those marginals."""
     steps, draws = 5, 4000
-    generator = torch.Generator().manual_seed(1234)
+    generator = torch.Generator().manual_seed(seed)
     samples = [
         persona_judge_decode(
-            draft,
-            DRAFT_CONTEXT,
-            judge,
-            JUDGE_CONTEXT,
-            max_new_tokens=steps,
-            generator=generator,
-            **case,
+            draft, DRAFT_CONTEXT, judge, JUDGE_CONTEXT, max_new_tokens=steps,
+            generator=generator, **case,
         ).token_ids
         for _ in range(draws)
-    ]
+    ]  # fmt: skip
     processing = {k: case[k] for k in ("temperature", "top_k", "top_p") if k in case}
     want_marginals, want_pairs = exact_marginals(
         draft, judge, steps, case["judge_weight"], case["target"], **processing
@@ -97,10 +93,18 @@ def test_emitted_tokens_follow_the_target_exactly(case: dict[str, Any]) -> None:
     for position in range(steps):
         assert total_variation(got_marginals[position], want_marginals[position]) < 0.05
     assert total_variation(got_pairs, want_pairs) < 0.08
+    return want_marginals
+
+
+@pytest.mark.parametrize("case", SAMPLING_CASES, ids=lambda c: "-".join(map(str, c.values())))
+def test_emitted_tokens_follow_the_target_exactly(case: dict[str, Any]) -> None:
+    draft, judge = random_bigram(VOCAB, seed=1), random_bigram(VOCAB, seed=2)
+    want_marginals = assert_follows_target(draft, judge, case, seed=1234)
+    processing = {k: case[k] for k in ("temperature", "top_k", "top_p") if k in case}
     # The bound discriminates: a decoder that sampled one role alone would fail it.
     if 0 < case["judge_weight"] < 1:
-        judge_only, _ = exact_marginals(draft, judge, steps, 1.0, "mixture", **processing)
-        draft_only, _ = exact_marginals(draft, judge, steps, 0.0, "mixture", **processing)
+        judge_only, _ = exact_marginals(draft, judge, 1, 1.0, "mixture", **processing)
+        draft_only, _ = exact_marginals(draft, judge, 1, 0.0, "mixture", **processing)
         assert total_variation(judge_only[0], want_marginals[0]) > 0.1
         assert total_variation(draft_only[0], want_marginals[0]) > 0.1
 
@@ -532,25 +536,8 @@ def test_padded_head_works_and_never_emits_padded_ids(padded_role: str, temperat
 def test_padded_head_emits_the_target_on_the_shared_ids_exactly(
     padded_role: str, case: dict[str, Any]
 ) -> None:
-    draft, judge = padded_pair(padded_role)
-    steps, draws = 5, 4000
-    generator = torch.Generator().manual_seed(4321)
-    samples = [
-        persona_judge_decode(
-            draft, DRAFT_CONTEXT, judge, JUDGE_CONTEXT, max_new_tokens=steps,
-            generator=generator, **case,
-        ).token_ids
-        for _ in range(draws)
-    ]  # fmt: skip
-    processing = {k: case[k] for k in ("temperature", "top_k", "top_p") if k in case}
     # The reference cuts both tables to the VOCAB shared ids itself, before processing.
-    want_marginals, want_pairs = exact_marginals(
-        draft, judge, steps, case["judge_weight"], case["target"], **processing
-    )
-    got_marginals, got_pairs = empirical(samples)
-    for position in range(steps):
-        assert total_variation(got_marginals[position], want_marginals[position]) < 0.05
-    assert total_variation(got_pairs, want_pairs) < 0.08
+    assert_follows_target(*padded_pair(padded_role), case, seed=4321)
 
 
 @pytest.mark.parametrize("padded_role", ["draft", "judge"])
@@ -671,19 +658,30 @@ def test_ending_log_probs_match_a_stepwise_reference(weight: float, target: Targ
     assert scores.tolist() == pytest.approx(expected, abs=1e-4)
 
 
-def test_single_token_endings_over_the_whole_vocabulary_give_the_target() -> None:
+@pytest.mark.parametrize("padded_role", [None, "draft", "judge"])
+def test_single_token_endings_over_the_whole_vocabulary_give_the_target(
+    padded_role: str | None,
+) -> None:
     vocab = 12
     draft, judge = tiny_llama(vocab, seed=23), tiny_llama(vocab, seed=24)
+    if padded_role == "draft":
+        draft = pad_head(draft, 4)
+    elif padded_role == "judge":
+        judge = pad_head(judge, 4)
     scores = decoding.ending_log_probs(
         draft, [[1, 4, v] for v in range(vocab)],
         judge, [[1, 6, 6, v] for v in range(vocab)],
         judge_weight=0.3, target="mixture",
     )  # fmt: skip
-    with torch.no_grad():
-        q = draft(torch.tensor([[1, 4]])).logits[0, -1].softmax(-1)
-        p = judge(torch.tensor([[1, 6, 6]])).logits[0, -1].softmax(-1)
+    with torch.no_grad():  # a padded head's extra ids are not real tokens: cut them off
+        q = draft(torch.tensor([[1, 4]])).logits[0, -1, :vocab].softmax(-1)
+        p = judge(torch.tensor([[1, 6, 6]])).logits[0, -1, :vocab].softmax(-1)
     torch.testing.assert_close(scores.exp(), 0.3 * p + 0.7 * q, atol=1e-5, rtol=1e-4)
     assert float(scores.exp().sum()) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(
+        ValueError, match=f"ids \\[{vocab}\\] outside the vocabulary \\[0, {vocab}\\)"
+    ):
+        decoding.ending_log_probs(draft, [[1, 2], [1, vocab]], judge, [[1, 2], [1, vocab]])
 
 
 def test_ending_log_probs_bad_candidates() -> None:
@@ -696,29 +694,6 @@ def test_ending_log_probs_bad_candidates() -> None:
         decoding.ending_log_probs(model, [[1, 2], [1, 3]], model, [[1, 4], [1, 5]])
     with pytest.raises(ValueError, match="judge_weight"):
         decoding.ending_log_probs(model, [[1, 2], [1, 3]], model, [[1, 2], [1, 3]], judge_weight=2)
-
-
-@pytest.mark.parametrize("padded_role", ["draft", "judge"])
-def test_ending_log_probs_with_a_padded_head_use_the_shared_ids(padded_role: str) -> None:
-    vocab = 12
-    draft, judge = tiny_llama(vocab, seed=23), tiny_llama(vocab, seed=24)
-    if padded_role == "draft":
-        draft = pad_head(draft, 4)
-    else:
-        judge = pad_head(judge, 4)
-    scores = decoding.ending_log_probs(
-        draft, [[1, 4, v] for v in range(vocab)],
-        judge, [[1, 6, 6, v] for v in range(vocab)],
-        judge_weight=0.3, target="mixture",
-    )  # fmt: skip
-    with torch.no_grad():
-        q = draft(torch.tensor([[1, 4]])).logits[0, -1, :vocab].softmax(-1)
-        p = judge(torch.tensor([[1, 6, 6]])).logits[0, -1, :vocab].softmax(-1)
-    torch.testing.assert_close(scores.exp(), 0.3 * p + 0.7 * q, atol=1e-5, rtol=1e-4)
-    with pytest.raises(
-        ValueError, match=f"ids \\[{vocab}\\] outside the vocabulary \\[0, {vocab}\\)"
-    ):
-        decoding.ending_log_probs(draft, [[1, 2], [1, vocab]], judge, [[1, 2], [1, vocab]])
 
 
 def tokens_fed(model: torch.nn.Module) -> list[int]:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict, cast
 
 import torch
 from transformers import DynamicCache, PretrainedConfig
@@ -108,6 +109,10 @@ class DecodeSettings:
         _check(
             self.top_p is None or (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0),
             f"top_p must be None or in (0, 1], got {self.top_p!r}",
+        )
+        _check(
+            isinstance(self.reproduce_research_code, bool),
+            f"reproduce_research_code must be True or False, got {self.reproduce_research_code!r}",
         )
         _check(
             not self.reproduce_research_code
@@ -339,7 +344,7 @@ class DecodeOptions(TypedDict, total=False):
     temperature: float
     top_k: int | None
     top_p: float | None
-    eos_token_id: int | Iterable[int] | None
+    eos_token_id: int | Iterable[int] | torch.Tensor | None
     generator: torch.Generator | None
     stop_when: StopCriterion | None
     reproduce_research_code: bool
@@ -373,6 +378,16 @@ def stream_persona_judge(
         eos_token_ids=_eos_ids(options.get("eos_token_id")), **settings_values
     )
     use_cache = options.get("use_cache", True)
+    _check(isinstance(use_cache, bool), f"use_cache must be True or False, got {use_cache!r}")
+    generator, stop_when = options.get("generator"), options.get("stop_when")
+    _check(
+        generator is None or isinstance(generator, torch.Generator),
+        f"generator must be a torch.Generator or None, got {generator!r}",
+    )
+    _check(
+        stop_when is None or callable(stop_when),
+        f"stop_when must be a function of the emitted ids or None, got {stop_when!r}",
+    )
     vocab = shared_vocab_size(draft_model, judge_model)
     draft_ids = _as_token_list(draft_input_ids, "draft_input_ids")
     judge_ids = _as_token_list(judge_input_ids, "judge_input_ids")
@@ -383,7 +398,7 @@ def stream_persona_judge(
     judge = RoleModel(judge_model, judge_ids, vocab, use_cache)
     for name, role in (("draft", draft), ("judge", judge)):
         _check_fits_context(name, role, settings.max_new_tokens)
-    return _decode(draft, judge, settings, options.get("generator"), options.get("stop_when"))
+    return _decode(draft, judge, settings, generator, stop_when)
 
 
 def persona_judge_decode(
@@ -562,22 +577,34 @@ def _as_token_list(input_ids: torch.Tensor | Sequence[int], name: str) -> list[i
             f"{name} must be 1-D or of shape [1, length] (one sequence), "
             f"got shape {tuple(input_ids.shape)}",
         )
-        ids = [int(i) for i in input_ids.reshape(-1).tolist()]
-    else:
-        ids = [int(i) for i in input_ids]
+        input_ids = input_ids.reshape(-1)
+    ids = _token_ids(input_ids, name)
     _check(len(ids) > 0, f"{name} is empty: give at least one context token (e.g. a BOS)")
     return ids
 
 
-def _eos_ids(eos_token_id: int | Iterable[int] | None) -> frozenset[int]:
+def _eos_ids(eos_token_id: int | Iterable[int] | torch.Tensor | None) -> frozenset[int]:
     if eos_token_id is None:
         return frozenset()
-    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    return frozenset(_token_ids(eos_token_id, "eos_token_id"))
+
+
+def _token_ids(value: object, name: str) -> list[int]:
+    """Token ids from one integer, a sequence of integers or an integer tensor.
+
+    Floats, booleans and strings are refused rather than converted: ``int(1.7)`` would
+    quietly decode from another token than the one meant.
+    """
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()  # numbers keep their kind: a float tensor gives floats
+    is_sequence = isinstance(value, Iterable) and not isinstance(value, (str, bytes))
+    items: list[Any] = list(cast(Iterable[Any], value)) if is_sequence else [value]
     _check(
-        all(_is_integer(i) for i in ids),
-        f"eos_token_id must be a token id or a list of token ids, got {eos_token_id!r}",
+        all(_is_integer(i) for i in items),
+        f"{name} must be a token id or a sequence of token ids (integers), "
+        f"got {reprlib.repr(value)}",
     )
-    return frozenset(int(i) for i in ids)
+    return [int(i) for i in items]
 
 
 def vocab_size(model: CausalLM) -> int:

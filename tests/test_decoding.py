@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from transformers import MistralConfig, MistralForCausalLM
@@ -445,8 +446,13 @@ BAD_SETTINGS = [
     ({"judge_weight": True}, "judge_weight must be in \\[0, 1\\]"),
     ({"temperature": "0.7"}, "temperature must be a finite number >= 0"),
     ({"top_p": True}, "top_p must be None or in \\(0, 1\\]"),
-    ({"eos_token_id": True}, "eos_token_id must be a token id or a list of token ids"),
-    ({"eos_token_id": [1, "2"]}, "eos_token_id must be a token id or a list of token ids"),
+    ({"eos_token_id": True}, "eos_token_id must be a token id or a sequence of token ids"),
+    ({"eos_token_id": [1, "2"]}, "eos_token_id must be a token id or a sequence of token ids"),
+    ({"eos_token_id": 2.0}, "eos_token_id must be a token id or a sequence of token ids"),
+    ({"reproduce_research_code": "no"}, "reproduce_research_code must be True or False"),
+    ({"use_cache": 1}, "use_cache must be True or False"),
+    ({"generator": 0}, "generator must be a torch.Generator or None"),
+    ({"stop_when": "###"}, "stop_when must be a function of the emitted ids or None"),
 ]
 
 
@@ -601,6 +607,27 @@ def test_ids_beyond_the_shared_vocabulary_are_rejected(
         persona_judge_decode(
             draft, inputs.pop("draft_input_ids"), judge, inputs.pop("judge_input_ids"), **inputs
         )
+
+
+@pytest.mark.parametrize(
+    "context", [[1.7, 2.2], [True, 5], torch.tensor([1.5, 2.5]), "abc"], ids=repr
+)
+def test_context_that_is_not_token_ids_is_refused_not_converted(context: Any) -> None:
+    model = random_bigram(VOCAB, seed=0)
+    with pytest.raises(ValueError, match="judge_input_ids must be a token id or a sequence"):
+        persona_judge_decode(model, [0], model, context)
+
+
+@pytest.mark.parametrize(
+    "eos", [3, np.int64(3), torch.tensor(3), torch.tensor([3, 4]), (3, 4)], ids=repr
+)
+def test_eos_ids_as_numpy_and_tensor_integers(eos: Any) -> None:
+    model = chain_model([0, 1, 3, 5])  # 3 ends the answer
+    result = persona_judge_decode(
+        model, [0], model, [0], max_new_tokens=10, temperature=0, eos_token_id=eos
+    )
+    assert result.token_ids == [1]
+    assert result.stats.finish_reason == "stop"
 
 
 def test_tensor_contexts_are_accepted() -> None:

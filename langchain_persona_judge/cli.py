@@ -138,12 +138,14 @@ def _print_streamed(chunks: Iterable[Any]) -> AIMessageChunk | None:
 
 def _stats_line(answer: AIMessageChunk) -> str:
     stats = answer.response_metadata.get("persona_judge", {})
-    output_tokens = answer.usage_metadata["output_tokens"] if answer.usage_metadata else "?"
+    output_tokens = answer.usage_metadata["output_tokens"] if answer.usage_metadata else None
+    tested = stats.get("accepted", 0) + stats.get("rejected", 0)
+    # With no drafted token tested (e.g. a one-token answer) there is no rate to show.
+    acceptance = f"{stats['acceptance_rate']:.0%}" if tested else "n/a"
     return (
-        f"   [{output_tokens} tokens, "
-        f"acceptance {stats.get('acceptance_rate', 0.0):.0%} "
-        f"({stats.get('accepted', '?')} of {stats.get('accepted', 0) + stats.get('rejected', 0)} "
-        f"drafted tokens tested), {_count(stats.get('windows'), 'window')}, "
+        f"   [{_count(output_tokens, 'token')}, acceptance {acceptance} "
+        f"({stats.get('accepted', 0)} of {tested} drafted tokens tested), "
+        f"{_count(stats.get('windows'), 'window')}, "
         f"finish: {answer.response_metadata.get('finish_reason', '?')}]"
     )
 

@@ -146,13 +146,19 @@ def messages_to_chat(
                         "content": f"Tool result for {name} (id {message.tool_call_id}): {text}",
                     }
                 )
-        elif isinstance(message, ChatMessage) and message.role in _CHAT_MESSAGE_ROLES:
-            turns.append({"role": _CHAT_MESSAGE_ROLES[message.role], "content": text})
+        elif isinstance(message, ChatMessage):
+            role = message.role.strip().lower()
+            if role not in _CHAT_MESSAGE_ROLES:
+                raise ValueError(
+                    f"Message {position} is a ChatMessage with role {message.role!r}; use one "
+                    f"of the roles {sorted(_CHAT_MESSAGE_ROLES)}, or a SystemMessage, "
+                    "HumanMessage, AIMessage or ToolMessage."
+                )
+            turns.append({"role": _CHAT_MESSAGE_ROLES[role], "content": text})
         else:
             raise ValueError(
-                f"Message {position} has unsupported type {type(message).__name__}"
-                f"{f' (role {message.role!r})' if isinstance(message, ChatMessage) else ''}; "
-                "use SystemMessage, HumanMessage, AIMessage or ToolMessage."
+                f"Message {position} has unsupported type {type(message).__name__}; "
+                "use SystemMessage, HumanMessage, AIMessage, ToolMessage or ChatMessage."
             )
     return turns
 

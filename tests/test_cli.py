@@ -109,17 +109,25 @@ def test_streamed_answer_keeps_inner_whitespace_and_drops_trailing(
     assert answer is not None and answer.text == "Hello \nworld\n\n "  # the message is whole
 
 
-@pytest.mark.parametrize(("windows", "shown"), [(1, "1 window,"), (3, "3 windows,")])
-def test_stats_line_counts_windows(windows: int, shown: str) -> None:
-    answer = AIMessageChunk(
+def stats_answer(tokens: int, windows: int, accepted: int, rejected: int) -> AIMessageChunk:
+    tested = accepted + rejected
+    return AIMessageChunk(
         content="x",
-        usage_metadata={"input_tokens": 4, "output_tokens": 5, "total_tokens": 9},
+        usage_metadata={"input_tokens": 4, "output_tokens": tokens, "total_tokens": 4 + tokens},
         response_metadata={
             "finish_reason": "stop",
-            "persona_judge": {"windows": windows, "accepted": 3, "rejected": 1,
-                              "acceptance_rate": 0.75},
+            "persona_judge": {"windows": windows, "accepted": accepted, "rejected": rejected,
+                              "acceptance_rate": accepted / tested if tested else 0.0},
         },
     )  # fmt: skip
-    line = cli._stats_line(answer)
-    assert "[5 tokens, acceptance 75% (3 of 4 drafted tokens tested)" in line
-    assert shown in line and "finish: stop]" in line
+
+
+def test_stats_line_counts_tokens_and_windows() -> None:
+    line = cli._stats_line(stats_answer(tokens=5, windows=3, accepted=3, rejected=1))
+    assert line.strip() == (
+        "[5 tokens, acceptance 75% (3 of 4 drafted tokens tested), 3 windows, finish: stop]"
+    )
+    line = cli._stats_line(stats_answer(tokens=1, windows=1, accepted=0, rejected=0))
+    assert line.strip() == (
+        "[1 token, acceptance n/a (0 of 0 drafted tokens tested), 1 window, finish: stop]"
+    )

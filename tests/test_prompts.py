@@ -128,6 +128,11 @@ class TestMessagesToChat:
         assert messages_to_chat([ChatMessage(role="developer", content="Be brief.")]) == [
             {"role": "system", "content": "Be brief."}
         ]
+        assert messages_to_chat([ChatMessage(role=" User", content="x")]) == [
+            {"role": "user", "content": "x"}
+        ]
+        with pytest.raises(ValueError, match=r"role 'critic'; use one of the roles \['ai', "):
+            messages_to_chat([ChatMessage(role="critic", content="x")])
 
     def test_tool_history_as_text(self) -> None:
         messages = [
